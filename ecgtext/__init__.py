@@ -1,0 +1,36 @@
+"""ecgtext: ECG-text foundation models (D-BETA) for 12-lead ECGs.
+
+The public API is imported lazily so ``import ecgtext`` stays cheap.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "load_model",
+    "read_ecg",
+    "iter_records",
+    "prepare",
+    "DBeta",
+    "EcgTextError",
+]
+
+_LAZY = {
+    "load_model": ("ecgtext.model.loading", "load_model"),
+    "DBeta": ("ecgtext.model.dbeta", "DBeta"),
+    "read_ecg": ("ecgtext.io", "read_ecg"),
+    "iter_records": ("ecgtext.io", "iter_records"),
+    "prepare": ("ecgtext.preprocess", "prepare"),
+    "EcgTextError": ("ecgtext.errors", "EcgTextError"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'ecgtext' has no attribute {name!r}")
