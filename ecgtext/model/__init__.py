@@ -1,0 +1,1 @@
+"""The D-BETA model: ECG encoder, T5 text encoder, cross-attention fusion, heads."""

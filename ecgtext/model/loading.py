@@ -1,0 +1,202 @@
+"""Build, load and save D-BETA models: strict, safe, no random-weight fallback.
+
+A model directory holds ``config.json``, weights as ``model.safetensors`` or a
+published-format ``*.pt`` (``{"model": state_dict}``), and tokenizer files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from ..config import ModelDirConfig, load_config, load_preset
+from ..errors import CheckpointMismatchError, ModelError
+from .dbeta import ECG_PATH_PREFIXES, TOLERATED_EXTRA_KEYS, Components, DBeta
+from .tokenizer import TOKENIZER_FILES
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from safetensors or a (published-format) torch file.
+
+    Torch files are read with ``weights_only=True``: no pickled code runs. A
+    ``{"model": state_dict}`` wrapper and DDP ``module.`` prefixes are unwrapped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{p}: weights file not found")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+            sd = obj.get("model", obj) if isinstance(obj, Mapping) else obj
+    except Exception as exc:  # corrupt / truncated / unsafe pickle
+        raise ModelError(f"{p}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelError(f"{p}: not a state dict (expected a mapping of tensors, or {{'model': state_dict}})")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def find_weights(model_dir: Path) -> Path:
+    """The weights file of a model directory: ``model.safetensors``, else the one torch file."""
+    st = model_dir / "model.safetensors"
+    if st.is_file():
+        return st
+    cands = sorted(p for p in model_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not cands:
+        raise ModelError(f"{model_dir}: no weights (model.safetensors or a *.pt checkpoint); "
+                         "refusing to use random weights")
+    if len(cands) > 1:
+        raise ModelError(f"{model_dir}: several weight files ({', '.join(p.name for p in cands)}); keep one")
+    return cands[0]
+
+
+def _summarise(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state_strict(model: DBeta, sd: Mapping[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Load ``sd`` into ``model``; any missing / unexpected key or shape mismatch is an error.
+
+    Only ``ecg_encoder.mask_emb`` (unused, in published files) is dropped. For an
+    ECG-only model, keys outside the ECG path are ignored.
+    """
+    sd = {k: v for k, v in sd.items() if k not in TOLERATED_EXTRA_KEYS}
+    if model.components == "ecg":
+        sd = {k: v for k, v in sd.items() if k.startswith(ECG_PATH_PREFIXES)}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad_shape = sorted(f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+                       for k in set(own) & set(sd) if tuple(sd[k].shape) != tuple(own[k].shape))
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_summarise(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_summarise(unexpected)}")
+    if bad_shape:
+        problems.append(f"shape mismatch (checkpoint vs model): {_summarise(bad_shape)}")
+    if problems:
+        raise CheckpointMismatchError(f"{where} does not match the architecture in config.json: "
+                                      + "; ".join(problems))
+    # assign=True keeps meta-built models cheap; dtype follows the model's
+    sd = {k: v.to(own[k].dtype) for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    # tied T5 input embedding: assign=True replaces the Parameter objects, re-tie them
+    if model.components == "all" and hasattr(model.language_encoder, "encoder"):
+        enc = model.language_encoder
+        if not torch.equal(enc.shared.weight, enc.encoder.embed_tokens.weight):
+            raise CheckpointMismatchError(
+                f"{where}: language_encoder.shared.weight and language_encoder.encoder.embed_tokens.weight differ")
+        enc.encoder.embed_tokens.weight = enc.shared.weight
+
+
+def build_model(config: ModelDirConfig | str, components: Components = "all") -> DBeta:
+    """A randomly initialised model from a config or a preset name (for pretraining / tests)."""
+    if isinstance(config, str):
+        config = load_preset(config)
+    return DBeta(config, components=components)
+
+
+def resolve_source(source: str | os.PathLike) -> Path:
+    """A model directory for ``source``: a local directory, a registry name or ``hf-hub:org/repo``."""
+    p = Path(source).expanduser()
+    if p.is_dir():
+        return p
+    s = str(source)
+    looks_local = os.sep in s or s.startswith(".") or p.suffix != ""
+    if s.startswith("hf-hub:") or not looks_local:
+        try:
+            from ..hub import resolve_model
+        except ModuleNotFoundError:  # pragma: no cover - hub module always ships
+            raise ModelError(f"{s}: not a directory, and hub support is unavailable") from None
+        return resolve_model(s)
+    raise ModelError(f"{s}: no such model directory")
+
+
+def load_model(source: str | os.PathLike = "dbeta-base", device: str | torch.device | None = None,
+               components: Components = "all", dtype: torch.dtype | None = None) -> DBeta:
+    """Load a ready model (eval mode) from a model directory, registry name or ``hf-hub:`` id.
+
+    ``components="ecg"`` loads only the ECG feature path (fast; enough for
+    ``encode_ecg``). Weights must match the architecture exactly.
+    """
+    model_dir = resolve_source(source)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: no config.json (not a model directory)")
+    config = load_config(model_dir)
+    weights = find_weights(model_dir)
+    sd = read_checkpoint(weights)
+    with torch.device("meta"):
+        model = DBeta(config, components=components)
+    load_state_strict(model, sd, where=str(weights))
+    _materialise_buffers(model)
+    model.model_dir = model_dir
+    model.eval()
+    if dtype is not None:
+        model.to(dtype)
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _materialise_buffers(model: DBeta) -> None:
+    """Non-persistent buffers are not in the state dict; rebuild any left on ``meta``."""
+    for mod in model.modules():
+        for name, buf in list(mod._buffers.items()):
+            if buf is not None and buf.is_meta:
+                raise ModelError(f"internal: buffer {name} of {type(mod).__name__} was not loaded")
+
+
+def state_dict_for_saving(model: DBeta) -> dict[str, torch.Tensor]:
+    """The model's state dict in the published naming, every tensor its own storage
+    (safetensors refuses shared storage; the T5 embedding appears under two names)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_model_dir(model: DBeta, out_dir: str | Path, tokenizer_from: str | Path | None = None,
+                   extra_config: dict | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically."""
+    from safetensors.torch import save_file
+
+    if model.components != "all":
+        raise ModelError("only a full model (components='all') can be saved as a model directory")
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        cfg = model.config.to_dict()
+        if extra_config:
+            cfg.update(extra_config)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+        save_file(state_dict_for_saving(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        src = Path(tokenizer_from) if tokenizer_from else model.model_dir
+        if src is not None:
+            copy_tokenizer_files(src, tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def copy_tokenizer_files(src: str | Path, dst: str | Path) -> None:
+    for name in TOKENIZER_FILES + ("added_tokens.json",):
+        f = Path(src) / name
+        if f.is_file():
+            shutil.copy2(f, Path(dst) / name)
