@@ -201,6 +201,7 @@ class DBeta(nn.Module):
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) ids + (B, L) mask -> (B, D) unimodal text features (first token pooled)."""
+        self._need_text("encode_text")
         return self.unimodal_language_pooler(self.text_tokens(input_ids, attention_mask))
 
     def encode_texts(self, texts: list[str], lowercase: bool = True, batch_size: int = 64) -> torch.Tensor:

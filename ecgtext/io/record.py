@@ -1,0 +1,219 @@
+"""The one record type every reader returns, the options a file cannot state, and units.
+
+Every reader ends in :func:`make_ecg`, so lead resolution, unit conversion and the
+empty-signal check happen in one place whatever the file format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..config import STANDARD_LEADS
+from ..errors import ConfigError, LeadError, SignalError
+from .leads import parse_lead_list, resolve_leads
+
+# millivolts per unit; keys are lower-cased (both micro signs map to micro)
+_MV_PER_UNIT = {"v": 1000.0, "mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6}
+UNITS = ("V", "mV", "uV", "µV", "adc")
+LAYOUTS = ("leads-first", "samples-first")
+FORMATS = ("wfdb", "mat", "hdf5", "npy", "csv")
+
+# An ECG in mV has peak-to-peak amplitudes of ~0.1-10 mV (baseline wander up to
+# tens). When the file does not state its units and we assume mV, a median lead
+# range outside these bounds means the assumption is wrong (µV, ADC counts, V).
+_PLAUSIBLE_RANGE_MV = (0.01, 50.0)
+
+
+@dataclass
+class Ecg:
+    """One ECG recording, as read from a file.
+
+    ``signal`` is ``(leads, samples)`` float32 in millivolts; ``leads`` are the
+    canonical names (``I``, ``aVR``, ``V1``, ...) after the user's lead map; the
+    names as written in the file are in ``meta["file_leads"]``. ``path`` is the
+    source file, or ``"container::key"`` for one record of a multi-record file.
+    """
+
+    signal: np.ndarray
+    fs: float
+    leads: list[str]
+    path: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.signal = np.asarray(self.signal, dtype=np.float32)
+        self.leads = list(self.leads)
+        if self.signal.ndim != 2 or self.signal.shape[0] != len(self.leads):
+            raise SignalError(self.path, f"signal of shape {self.signal.shape} does not match "
+                                         f"{len(self.leads)} lead name(s); expected (leads, samples)")
+
+    @property
+    def duration_s(self) -> float:
+        return self.signal.shape[1] / self.fs
+
+
+@dataclass
+class ReadOptions:
+    """What a file cannot say about itself; every field is optional.
+
+    ``leads`` may be given as a list or as a comma-separated string; ``"standard"``
+    stands for I, II, III, aVR, aVL, aVF, V1-V6. ``units`` is the unit of the
+    stored values (``"adc"`` needs ``gain``, ADC units per mV; a ``gain`` alone
+    implies ``"adc"``). ``lead_map`` renames channels (``{"ECG 1": "I"}``; a
+    target of ``"-"`` drops the channel). ``mat_key`` names the variable (.mat),
+    dataset (HDF5) or array (.npz). ``layout`` says which axis holds the leads;
+    ``None`` guesses only when the lead count makes it unambiguous.
+    ``ignore_unknown_leads`` drops channels with unrecognised names instead of
+    failing.
+    """
+
+    fs: float | None = None
+    leads: list[str] | None = None
+    units: str | None = None
+    gain: float | None = None
+    lead_map: dict[str, str] = field(default_factory=dict)
+    mat_key: str | None = None
+    layout: str | None = None
+    format: str | None = None
+    ignore_unknown_leads: bool = False
+
+    def __post_init__(self):
+        if self.fs is not None and not (np.isfinite(self.fs) and self.fs > 0):
+            raise ConfigError(f"sampling rate must be a positive number of Hz, got {self.fs!r}")
+        if self.leads is not None:
+            self.leads = parse_lead_list(self.leads)
+        if self.gain is not None:
+            if not (np.isfinite(self.gain) and self.gain > 0):
+                raise ConfigError(f"gain must be a positive number of ADC units per mV, got {self.gain!r}")
+            if self.units is None:
+                self.units = "adc"
+        if self.units is not None:
+            if self.units.lower() != "adc" and self.units.lower() not in _MV_PER_UNIT:
+                raise ConfigError(f"unknown units {self.units!r}; expected one of {', '.join(UNITS)}")
+            if self.units.lower() == "adc":
+                self.units = "adc"
+                if self.gain is None:
+                    raise ConfigError("units 'adc' need a gain (ADC units per mV), e.g. --gain 1000")
+            elif self.gain is not None:
+                raise ConfigError(f"a gain only applies to units 'adc', not {self.units!r}")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise ConfigError(f"unknown layout {self.layout!r}; expected one of {', '.join(LAYOUTS)}")
+        if self.format is not None:
+            self.format = self.format.lower()
+            if self.format == "npz":
+                self.format = "npy"
+            if self.format not in FORMATS:
+                raise ConfigError(f"unknown input format {self.format!r}; expected one of {', '.join(FORMATS)}")
+        self.lead_map = {str(k).strip(): str(v).strip() for k, v in dict(self.lead_map or {}).items()}
+
+
+def mv_per_unit(units: str) -> float | None:
+    """Millivolts per unit of ``units`` (``"uV"`` -> 0.001); ``None`` if unknown."""
+    return _MV_PER_UNIT.get(units.strip().lower()) if units else None
+
+
+def unit_scale(units: str, gain: float | None, path: str) -> float:
+    """Factor turning stored values into mV for a user- or file-stated unit."""
+    if units == "adc":
+        return 1.0 / float(gain)  # validated by ReadOptions
+    scale = mv_per_unit(units)
+    if scale is None:
+        raise ConfigError(f"{path}: unknown units {units!r}; expected one of {', '.join(UNITS)}")
+    return scale
+
+
+def orient(array: np.ndarray, n_leads: int | None, layout: str | None, path: str,
+           default_layout: str | None = None) -> np.ndarray:
+    """Return a 2-D ``(leads, samples)`` view of ``array`` (1-D is one lead).
+
+    The lead axis comes from ``layout`` when given, else from the one axis whose
+    length equals ``n_leads``; a square or ambiguous array needs ``layout``.
+    """
+    a = np.asarray(array)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise SignalError(path, f"expected a 2-D (leads x samples) array, found shape {a.shape}")
+    rows, cols = a.shape
+    if layout is None:
+        if n_leads is not None and rows == n_leads and cols != n_leads:
+            layout = "leads-first"
+        elif n_leads is not None and cols == n_leads and rows != n_leads:
+            layout = "samples-first"
+        elif n_leads is not None and rows != n_leads and cols != n_leads:
+            raise LeadError(path, f"wrong lead count: {n_leads} lead name(s) given but the array is "
+                                  f"{rows} x {cols}; check --leads")
+        elif default_layout is not None:
+            layout = default_layout
+        else:
+            raise SignalError(path, f"cannot tell which axis of the {rows} x {cols} array holds the "
+                                    "leads; pass --layout leads-first or --layout samples-first")
+    out = a if layout == "leads-first" else a.T
+    if n_leads is not None and out.shape[0] != n_leads:
+        raise LeadError(path, f"wrong lead count: {n_leads} lead name(s) given but the array has "
+                              f"{out.shape[0]} leads in layout {layout}; check --leads / --layout")
+    return out
+
+
+def make_ecg(signal: np.ndarray, fs: float, names: Sequence[str], path: str,
+             options: "ReadOptions", meta: dict[str, Any] | None = None,
+             units: str | Sequence[str] = "mV", units_source: str = "file") -> Ecg:
+    """Finish a record: resolve lead names, convert to mV float32, check it is usable.
+
+    ``signal`` is ``(channels, samples)`` in ``units`` (one unit for all channels
+    or one per channel; ``"adc"`` uses ``options.gain``). ``units_source`` is
+    ``"file"``, ``"option"`` or ``"assumed"``; an assumed unit is checked for
+    plausible ECG amplitudes so µV or ADC counts never pass as mV.
+    """
+    meta = dict(meta or {})
+    sel = resolve_leads(names, options, path)
+    per_channel = [units] * len(names) if isinstance(units, str) else list(units)
+    if signal.shape[1] == 0:
+        raise SignalError(path, "zero-length signal (no samples)")
+    if not sel.keep:
+        raise SignalError(path, "no usable leads")
+    scales = np.array([unit_scale(per_channel[i], options.gain, path) for i in sel.keep])
+    sub = signal[sel.keep] if len(sel.keep) != signal.shape[0] else signal
+    if np.all(scales == 1.0):
+        out = np.asarray(sub, dtype=np.float32)
+    else:
+        out = (np.asarray(sub, dtype=np.float64) * scales[:, None]).astype(np.float32)
+    if units_source == "assumed":
+        check_plausible_mv(out, path)
+    meta.setdefault("comments", [])
+    meta["file_leads"] = list(names)
+    meta["ignored_leads"] = sel.ignored
+    kept_units = sorted({per_channel[i] for i in sel.keep})
+    meta["units"] = kept_units[0] if len(kept_units) == 1 else kept_units
+    meta["units_source"] = units_source
+    return Ecg(signal=out, fs=float(fs), leads=sel.leads, path=path, meta=meta)
+
+
+def check_plausible_mv(signal: np.ndarray, path: str) -> None:
+    """Reject a signal whose amplitudes cannot be millivolts (units were assumed)."""
+    with np.errstate(invalid="ignore"):
+        finite = np.where(np.isfinite(signal), signal, np.nan)
+        if np.isnan(finite).all():
+            return  # all-NaN is reported (with its own error) by prepare()
+        span = np.nanmax(finite, axis=1) - np.nanmin(finite, axis=1)
+    span = span[np.isfinite(span) & (span > 0)]
+    if span.size == 0:
+        return  # flat leads are reported by prepare()
+    med = float(np.median(span))
+    low, high = _PLAUSIBLE_RANGE_MV
+    if med > high:
+        hint = "µV (--units uV)" if med < 5e4 else "ADC counts (--units adc --gain G)"
+        raise SignalError(path, f"the file does not state its units and values span {med:.4g} "
+                                f"per lead, too large for mV: they look like {hint}; pass --units "
+                                "(or --units mV if they really are millivolts)")
+    if med < low:
+        raise SignalError(path, f"the file does not state its units and values span only {med:.3g} "
+                                "per lead, too small for mV: they look like volts; pass --units V "
+                                "(or --units mV if they really are millivolts)")
+
+
+def standard_leads() -> list[str]:
+    return list(STANDARD_LEADS)
