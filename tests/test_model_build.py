@@ -140,5 +140,5 @@ def test_save_and_reload_roundtrip(tmp_path):
     again = ecgtext.load_model(out)
     x = torch.randn(1, 12, 5000)
     with torch.no_grad():
-        assert torch.equal(model.encode_ecg(x), again.encode_ecg(x))
+        assert torch.allclose(model.encode_ecg(x), again.encode_ecg(x), atol=1e-6)
     assert (out / "spiece.model").is_file()
