@@ -23,20 +23,24 @@ from .tokenizer import TOKENIZER_FILES
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+def read_checkpoint(path: str | Path, prefixes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a (published-format) torch file.
 
     Torch files are read with ``weights_only=True``: no pickled code runs. A
     ``{"model": state_dict}`` wrapper and DDP ``module.`` prefixes are unwrapped.
+    With ``prefixes``, safetensors files are read partially (only those keys),
+    which is what makes ECG-only loading of a base model cheap.
     """
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"{p}: weights file not found")
     try:
         if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors import safe_open
 
-            sd = load_file(str(p))
+            with safe_open(str(p), framework="pt") as f:
+                keys = [k for k in f.keys() if prefixes is None or k.startswith(prefixes)]
+                sd = {k: f.get_tensor(k) for k in keys}
         else:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
             sd = obj.get("model", obj) if isinstance(obj, Mapping) else obj
@@ -139,7 +143,7 @@ def load_model(source: str | os.PathLike = "dbeta-base", device: str | torch.dev
         raise ModelError(f"{model_dir}: no config.json (not a model directory)")
     config = load_config(model_dir)
     weights = find_weights(model_dir)
-    sd = read_checkpoint(weights)
+    sd = read_checkpoint(weights, prefixes=ECG_PATH_PREFIXES if components == "ecg" else None)
     with torch.device("meta"):
         model = DBeta(config, components=components)
     load_state_strict(model, sd, where=str(weights))

@@ -1,0 +1,3 @@
+from ecgtext.cli import main
+
+main()
