@@ -69,29 +69,26 @@ def finish_array(array: np.ndarray, path: str, options: ReadOptions, *, fs: floa
     documented defaults (``default_*``, e.g. CPSC's 500 Hz); else a clear error.
     """
     arr = np.asarray(array)
-    if arr.dtype.kind not in "iufb":
+    if arr.dtype.kind not in "iuf":
         raise FormatError(path, f"the signal array holds {arr.dtype} values, not numbers")
     if arr.size == 0:
         raise SignalError(path, f"zero-length signal (array of shape {arr.shape})")
-    ignored = []
-    if fs is not None:
-        ignored += ["fs"] if options.fs is not None else []
-    fs = fs if fs is not None else options.fs if options.fs is not None else default_fs
-    if fs is None:
+    # what the file states wins; note the options that it made moot
+    ignored = [name for name, stated, given in (("fs", fs, options.fs), ("leads", leads, options.leads),
+                                                ("units", units, options.units))
+               if stated is not None and given is not None]
+    if ignored:
+        meta["options_ignored"] = ignored
+    rate = next((x for x in (fs, options.fs, default_fs) if x is not None), None)
+    if rate is None:
         raise need_fs(path)
-    names = leads if leads is not None else options.leads if options.leads is not None else default_leads
-    if leads is not None and options.leads is not None:
-        ignored.append("leads")
+    names = next((x for x in (leads, options.leads, default_leads) if x is not None), None)
     if names is None:
-        a = arr if arr.ndim == 2 else arr.reshape(1, -1)
+        a = arr.reshape(1, -1) if arr.ndim == 1 else arr
         raise need_leads(path, min(a.shape) if a.ndim == 2 and min(a.shape) <= 16 else None)
     sig = orient(arr, len(names), options.layout, path, default_layout)
     unit, source = resolve_units(units, options, path)
-    if units and options.units:
-        ignored.append("units")
-    if ignored:
-        meta["options_ignored"] = ignored
-    return make_ecg(sig, float(fs), names, path, options, meta, units=unit, units_source=source)
+    return make_ecg(sig, float(rate), names, path, options, meta, units=unit, units_source=source)
 
 
 def _scalar(value: Any) -> float | None:

@@ -121,9 +121,9 @@ def resolve_leads(names: Sequence[str], options: "ReadOptions", path: str) -> Le
     if unknown:
         if not options.ignore_unknown_leads:
             shown = ", ".join(repr(u) for u in unknown)
-            example = unknown[0]
+            example = f"{unknown[0]}=II" if unknown[0].upper() == "MLII" else f"{unknown[0]}=<lead>"
             raise LeadError(path, f"unknown lead name(s) {shown}; map them to standard names with "
-                                  f"--lead-map '{example}=II' (one per lead) or drop them with "
+                                  f"--lead-map '{example}' (one per lead) or drop them with "
                                   "--ignore-unknown-leads (known: I, II, III, aVR, aVL, aVF, V1-V6 "
                                   "and aliases such as DI, AVR, 'Lead II')")
         sel.ignored.extend(unknown)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import STANDARD_LEADS
-from ..errors import ConfigError, LeadError, SignalError
+from ..errors import ConfigError, FormatError, LeadError, SignalError
 from .leads import parse_lead_list, resolve_leads
 
 # millivolts per unit; keys are lower-cased (both micro signs map to micro)
@@ -116,12 +116,13 @@ def mv_per_unit(units: str) -> float | None:
 
 
 def unit_scale(units: str, gain: float | None, path: str) -> float:
-    """Factor turning stored values into mV for a user- or file-stated unit."""
+    """Factor turning stored values into mV (``units`` as stated by the file or the user)."""
     if units == "adc":
-        return 1.0 / float(gain)  # validated by ReadOptions
+        return 1.0 / float(gain)  # ReadOptions guarantees a gain with "adc"
     scale = mv_per_unit(units)
-    if scale is None:
-        raise ConfigError(f"{path}: unknown units {units!r}; expected one of {', '.join(UNITS)}")
+    if scale is None:  # options are validated up front, so this is the file's unit
+        raise FormatError(path, f"an ECG channel is in units {units!r}, not V, mV or uV; "
+                                "if its values are voltages, say which unit with --units")
     return scale
 
 
@@ -171,10 +172,11 @@ def make_ecg(signal: np.ndarray, fs: float, names: Sequence[str], path: str,
     meta = dict(meta or {})
     sel = resolve_leads(names, options, path)
     per_channel = [units] * len(names) if isinstance(units, str) else list(units)
+    if options.units:  # a unit the file states but we cannot read is one it "cannot say"
+        per_channel = [u if u == "adc" or mv_per_unit(u) is not None else options.units
+                       for u in per_channel]
     if signal.shape[1] == 0:
         raise SignalError(path, "zero-length signal (no samples)")
-    if not sel.keep:
-        raise SignalError(path, "no usable leads")
     scales = np.array([unit_scale(per_channel[i], options.gain, path) for i in sel.keep])
     sub = signal[sel.keep] if len(sel.keep) != signal.shape[0] else signal
     if np.all(scales == 1.0):
@@ -182,7 +184,7 @@ def make_ecg(signal: np.ndarray, fs: float, names: Sequence[str], path: str,
     else:
         out = (np.asarray(sub, dtype=np.float64) * scales[:, None]).astype(np.float32)
     if units_source == "assumed":
-        check_plausible_mv(out, path)
+        check_plausible_mv(out, path, check_low=out.shape[1] >= fs)  # spans need >= 1 s
     meta.setdefault("comments", [])
     meta["file_leads"] = list(names)
     meta["ignored_leads"] = sel.ignored
@@ -192,8 +194,11 @@ def make_ecg(signal: np.ndarray, fs: float, names: Sequence[str], path: str,
     return Ecg(signal=out, fs=float(fs), leads=sel.leads, path=path, meta=meta)
 
 
-def check_plausible_mv(signal: np.ndarray, path: str) -> None:
-    """Reject a signal whose amplitudes cannot be millivolts (units were assumed)."""
+def check_plausible_mv(signal: np.ndarray, path: str, check_low: bool = True) -> None:
+    """Reject a signal whose amplitudes cannot be millivolts (units were assumed).
+
+    ``check_low=False`` skips the too-small test (a few samples may barely move).
+    """
     with np.errstate(invalid="ignore"):
         finite = np.where(np.isfinite(signal), signal, np.nan)
         if np.isnan(finite).all():
@@ -209,7 +214,7 @@ def check_plausible_mv(signal: np.ndarray, path: str) -> None:
         raise SignalError(path, f"the file does not state its units and values span {med:.4g} "
                                 f"per lead, too large for mV: they look like {hint}; pass --units "
                                 "(or --units mV if they really are millivolts)")
-    if med < low:
+    if check_low and med < low:
         raise SignalError(path, f"the file does not state its units and values span only {med:.3g} "
                                 "per lead, too small for mV: they look like volts; pass --units V "
                                 "(or --units mV if they really are millivolts)")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EcgTextError, FormatError, MissingFileError, SignalError
-from .record import Ecg, ReadOptions, make_ecg
+from .record import Ecg, ReadOptions, make_ecg, mv_per_unit
 
 # bytes per sample of the WFDB storage formats we can size-check
 _BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2,
@@ -200,6 +200,7 @@ def _read_wfdb_full(base: str, display: str) -> tuple[np.ndarray, Any]:
 
 _KEY_VALUE = re.compile(r"^\s*<?([A-Za-z][\w ]*?)>?\s*:\s*(.*?)\s*$")
 _ANGLE_PAIRS = re.compile(r"<([^>]+)>:\s*([^<]*)")
+_MIT_AGE_SEX = re.compile(r"^(\d{1,3})\s+([MF])\b")  # MIT-BIH: "69 M 1085 1629 x1"
 
 
 def parse_comments(comments: list[str]) -> dict[str, Any]:
@@ -219,6 +220,10 @@ def parse_comments(comments: list[str]) -> dict[str, Any]:
         m = _KEY_VALUE.match(line)
         if m:
             pairs.append((m[1], m[2]))
+            continue
+        m = _MIT_AGE_SEX.match(line)
+        if m:
+            pairs.extend((("age", m[1]), ("sex", m[2])))
     for key, value in pairs:
         key, value = key.strip().lower(), value.strip()
         if key == "age" and "age" not in meta:
@@ -264,8 +269,9 @@ def read_wfdb(path: str, options: ReadOptions) -> Ecg:
         raise SignalError(display, "zero-length signal (the header declares 0 samples)")
     meta = parse_comments(comments)
     meta["format"] = fmt
-    ignored = [n for n, v in (("fs", options.fs), ("leads", options.leads), ("units", options.units))
-               if v is not None]
+    units_known = all(mv_per_unit(u) is not None for u in units)
+    ignored = [n for n, v in (("fs", options.fs), ("leads", options.leads),
+                              ("units", options.units if units_known else None)) if v is not None]
     if ignored:
         meta["options_ignored"] = ignored  # the header states these
     return make_ecg(signal, fs, names, display, options, meta, units=units, units_source="file")

@@ -1,0 +1,344 @@
+"""``ecgtext probe``: linear probing and dataset-level zero-shot on labelled datasets,
+and applying a saved probe head to new records (``--predict``)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .options import with_read_options
+
+DATA = "Dataset"
+PROTO = "Probing protocol"
+RUN = "Model and features"
+OUT = "Output"
+
+
+class Kind(str, enum.Enum):
+    ptbxl = "ptbxl"
+    cinc = "cinc"
+    code15 = "code15"
+    generic = "generic"
+
+
+class Head(str, enum.Enum):
+    linear = "linear"
+    sklearn = "sklearn"
+
+
+class Missing(str, enum.Enum):
+    error = "error"
+    redraw = "redraw"
+    keep = "keep"
+
+
+class Fmt(str, enum.Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+_DEFAULT_LABELS = {("ptbxl", t): f"ptbxl-{t}" for t in ("super", "sub", "form", "rhythm")}
+
+
+@with_read_options
+def command(
+    inputs: Annotated[Optional[list[str]], typer.Argument(
+        help="The dataset: a folder (ptbxl, cinc, code15) or manifest file(s) (generic). "
+             "With --predict: the ECG files to classify.", show_default=False)] = None,
+    dataset: Annotated[Optional[Kind], typer.Option(
+        "--dataset", "-d", rich_help_panel=DATA,
+        help="Dataset layout: ptbxl, cinc (PhysioNet/CinC .hea+.mat with '# Dx:'), code15 (CODE-test), "
+             "generic (CSV/Parquet manifest).")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        "--task", "-t", rich_help_panel=DATA, help="PTB-XL task: super, sub, form or rhythm.")] = None,
+    rate: Annotated[int, typer.Option("--rate", rich_help_panel=DATA,
+                                      help="PTB-XL records to use: 500 or 100 Hz.")] = 500,
+    classes: Annotated[str, typer.Option(
+        "--classes", rich_help_panel=DATA,
+        help="cinc: 'scored' (the Challenge's scored classes), 'all', or a label set (cpsc2018, FILE.json) "
+             "whose codes are Challenge abbreviations.")] = "scored",
+    split_file: Annotated[Optional[list[Path]], typer.Option(
+        "--split-file", rich_help_panel=DATA,
+        help="Take splits from this file (repeatable): a CSV with a record column and a 'split' column "
+             "(e.g. a previous splits.csv), or MERL's *_train.csv / *_val.csv / *_test.csv.")] = None,
+    split_seed: Annotated[int, typer.Option(
+        "--split-seed", rich_help_panel=DATA,
+        help="Seed of the stratified 70/10/20 split of datasets without an official one.")] = 0,
+    data_root: Annotated[Optional[Path], typer.Option(
+        "--data-root", rich_help_panel=DATA,
+        help="generic: folder that relative paths in the manifest start from (default: its folder).")] = None,
+    path_column: Annotated[Optional[str], typer.Option(
+        "--path-column", rich_help_panel=DATA, help="generic: the column holding record paths.")] = None,
+    label_column: Annotated[Optional[str], typer.Option(
+        "--label-column", rich_help_panel=DATA,
+        help="generic: one column of labels, several joined by ';'.")] = None,
+    label_columns: Annotated[Optional[str], typer.Option(
+        "--label-columns", rich_help_panel=DATA,
+        help="generic: 0/1 class columns, 'A,B,C' or a range 'A:C' (default: every 0/1 column).")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", rich_help_panel=RUN,
+        help="Model directory, registry name or hf-hub:org/repo. Default: dbeta-base "
+             "(with --predict: the model the head was trained on).")] = None,
+    features: Annotated[Optional[Path], typer.Option(
+        "--features", rich_help_panel=RUN,
+        help="Read ECG features from this Parquet file (written by 'ecgtext embed') instead of "
+             "computing them; rows are matched to records by path.")] = None,
+    fraction: Annotated[float, typer.Option(
+        "--fraction", rich_help_panel=PROTO, help="Fraction of the training split to train on: 0.01, 0.1, 1.0.")] = 1.0,
+    seeds: Annotated[str, typer.Option(
+        "--seeds", rich_help_panel=PROTO,
+        help="Comma-separated seeds (subset draw and head initialisation); several give mean +- std.")] = "0",
+    head: Annotated[Head, typer.Option(
+        "--head", rich_help_panel=PROTO,
+        help="linear: the published protocol (Adam, BCE, best validation macro AUROC); "
+             "sklearn: one-vs-rest logistic regression with C chosen on validation.")] = Head.linear,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, rich_help_panel=PROTO)] = 100,
+    lr: Annotated[float, typer.Option("--lr", rich_help_panel=PROTO, help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, rich_help_panel=PROTO,
+                                            help="Training batch size of the linear head.")] = 16,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", rich_help_panel=PROTO)] = 0.0,
+    missing_class: Annotated[Missing, typer.Option(
+        "--missing-class", rich_help_panel=PROTO,
+        help="A class without a positive in the training subset: error, redraw (draw again with the same "
+             "seed's generator) or keep (train anyway, MERL's protocol).")] = Missing.error,
+    zeroshot: Annotated[bool, typer.Option(
+        "--zeroshot", rich_help_panel=PROTO,
+        help="Zero-shot evaluation on the test split instead of probing (no training).")] = False,
+    labels: Annotated[Optional[str], typer.Option(
+        "--labels", rich_help_panel=PROTO,
+        help="Zero-shot label set: built-in name or JSON file {code: description}. "
+             "Default: ptbxl-<task>, cpsc2018 / code15 where they fit.")] = None,
+    predict: Annotated[bool, typer.Option(
+        "--predict", rich_help_panel=OUT,
+        help="Classify the ECG files given as INPUTS with a saved head (--head-dir).")] = False,
+    head_dir: Annotated[Optional[Path], typer.Option(
+        "--head-dir", rich_help_panel=OUT, help="A head saved with --save-head (for --predict).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out-dir", "-o", rich_help_panel=OUT,
+        help="Where result.json, splits.csv and predictions.csv go "
+             "(default: probe-results/<dataset>-<task>-<mode>).")] = None,
+    save_head: Annotated[Optional[Path], typer.Option(
+        "--save-head", rich_help_panel=OUT,
+        help="Save the trained head (first seed) here: head.safetensors + head.json.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", rich_help_panel=OUT, help="Write ROC curves of the test split to this PNG.")] = None,
+    fmt: Annotated[Fmt, typer.Option(
+        "--format", rich_help_panel=OUT,
+        help="table or json (results); with --predict also jsonl or csv.")] = Fmt.table,
+    device: Annotated[Optional[str], typer.Option("--device", rich_help_panel=RUN,
+                                                  help="cpu, cuda, cuda:N or auto.")] = None,
+    precision: Annotated[str, typer.Option("--precision", rich_help_panel=RUN,
+                                           help="auto, fp32 or bf16.")] = "auto",
+    embed_batch_size: Annotated[int, typer.Option("--embed-batch-size", min=1, rich_help_panel=RUN,
+                                                  help="Windows per model batch.")] = 32,
+    num_workers: Annotated[int, typer.Option("--num-workers", min=0, rich_help_panel=RUN,
+                                             help="Reading worker processes.")] = 0,
+    *,
+    read_options: Any = None,  # ReadOptions, filled in by with_read_options
+):
+    """Evaluate on a labelled dataset: linear probing (default) or zero-shot (--zeroshot).
+
+    Probing trains a linear head on frozen ECG features of --fraction of the
+    training split (the D-BETA paper's protocol), picks the epoch on the
+    validation split and reports per-class and macro AUROC and F1 on the test
+    split. Examples:
+
+      ecgtext probe /data/ptb-xl -d ptbxl -t super --fraction 0.1 --features ptbxl.parquet
+
+      ecgtext probe /data/ptb-xl -d ptbxl -t rhythm --zeroshot
+
+      ecgtext probe --predict --head-dir head/ rec1.hea rec2.hea
+    """
+    from ..errors import ConfigError
+
+    inputs = list(inputs or [])
+    if predict:
+        if head_dir is None:
+            raise ConfigError("--predict needs --head-dir DIR (a head saved with --save-head)")
+        return _predict(inputs, head_dir, model, features, read_options, fmt, embed_batch_size, num_workers,
+                        device, precision)
+    if dataset is None:
+        raise ConfigError("give the dataset layout with --dataset (ptbxl, cinc, code15 or generic)")
+    if not inputs:
+        raise ConfigError("give the dataset folder (or manifest file) as an argument")
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    ds = _load(dataset.value, inputs, task, rate, classes, split_file, split_seed, data_root, path_column,
+               label_column, label_columns)
+    mode = "zeroshot" if zeroshot else f"linear-{100 * fraction:g}pct"
+    out = out_dir if out_dir is not None else Path("probe-results") / "-".join(
+        x for x in (ds.name, ds.task, mode) if x)
+    common = dict(read_options=read_options, num_workers=num_workers, device=device, precision=precision)
+    if zeroshot:
+        from ..evaluate import save_zeroshot_outputs, zeroshot_dataset
+
+        label_set = labels or _default_labels(ds, classes)
+        ev = zeroshot_dataset(ds, model or "dbeta-base", label_set, features=features,
+                              batch_size=embed_batch_size, **common)
+        save_zeroshot_outputs(ev, ds, out, plot=plot)
+        report = ev.report
+    else:
+        from ..probe import ProbeConfig, run_probe
+
+        cfg = ProbeConfig(fraction=fraction, seeds=seed_list, head=head.value, epochs=epochs, lr=lr,
+                          batch_size=batch_size, weight_decay=weight_decay, missing_class=missing_class.value)
+        report = run_probe(ds, cfg, features=features, model_source=model, embed_batch_size=embed_batch_size,
+                           out_dir=out, save_head=save_head, plot=plot, **common).report
+    _errors(report.get("features", {}))
+    if fmt in (Fmt.json, Fmt.jsonl):
+        typer.echo(json.dumps(report, indent=None if fmt is Fmt.jsonl else 2))
+    else:
+        _print_report(report)
+
+
+def _load(kind, inputs, task, rate, classes, split_file, split_seed, data_root, path_column, label_column,
+          label_columns):
+    from ..datasets import load_dataset
+
+    opts: dict[str, Any] = {}
+    if kind == "ptbxl":
+        opts["rate"] = rate
+    elif kind == "cinc":
+        opts.update(classes=classes, seed=split_seed)
+    elif kind == "generic":
+        opts.update(seed=split_seed, data_root=None if data_root is None else str(data_root),
+                    path_column=path_column, label_column=label_column, label_columns=label_columns)
+    root = inputs if kind == "generic" else inputs[0]
+    if kind != "generic" and len(inputs) > 1:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--dataset {kind} takes one folder, got {len(inputs)} arguments")
+    return load_dataset(kind, root, task, split_files=[str(p) for p in split_file or []] or None, **opts)
+
+
+def _default_labels(ds, classes: str) -> str:
+    from ..errors import ConfigError
+    from ..labels import builtin_label_sets
+
+    if (ds.name, ds.task) in _DEFAULT_LABELS:
+        return _DEFAULT_LABELS[(ds.name, ds.task)]
+    if ds.name == "code15":
+        return "code15"
+    if ds.name == "cinc" and classes not in ("scored", "all"):
+        return classes
+    if ds.name == "cinc":
+        return "cpsc2018"
+    raise ConfigError(f"no default label set for {ds.label}; pass --labels NAME|FILE.json "
+                      f"(built-in: {', '.join(builtin_label_sets())})")
+
+
+def _errors(feat_report: dict) -> None:
+    errs = feat_report.get("errors") or []
+    for e in errs[:10]:
+        typer.echo(f"warning: skipped {e}", err=True)
+    n_missing = feat_report.get("n_missing") or 0
+    if n_missing:
+        more = f" ({len(errs)} could not be read)" if errs else ""
+        typer.echo(f"warning: {n_missing} record(s) without features left out{more}", err=True)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _print_report(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    name = f"{r['dataset']}/{r['task']}" if r.get("task") else r["dataset"]
+    if r["mode"] == "zero-shot":
+        title = f"zero-shot {name} ({r['split']} split, labels {r['label_set']})"
+        sizes = f"n_test {r['n_test']}"
+    else:
+        title = f"linear probe {name}, {100 * r['fraction']:g} % of training labels, seeds {r['seeds']}"
+        sizes = f"n_train {r['n_train']} of {r['n_train_split']}, n_val {r['n_val']}, n_test {r['n_test']}"
+    t = Table(title=title, caption=sizes)
+    t.add_column("class")
+    t.add_column("n_pos", justify="right")
+    t.add_column("AUROC %", justify="right")
+    if r["mode"] != "zero-shot":
+        t.add_column("F1 %", justify="right")
+        t.add_column("threshold", justify="right")
+    for c in r["classes"]:
+        v = r["per_class"][c]
+        auc = _pct(v["auroc"])
+        if v.get("auroc_std") is not None:
+            auc += f" ± {100 * v['auroc_std']:.2f}"
+        row = [c, str(v["n_pos"]), auc if c not in r["skipped_reasons"] else "skipped"]
+        if r["mode"] != "zero-shot":
+            row += [_pct(v["f1"]) if c not in r["skipped_reasons"] else "-",
+                    "-" if v["threshold"] is None else f"{v['threshold']:.3f}"]
+        t.add_row(*row)
+    macro = _pct(r["macro_auroc"])
+    if r.get("macro_auroc_std") is not None and len(r.get("seeds") or []) > 1:
+        macro += f" ± {100 * r['macro_auroc_std']:.2f}"
+    row = ["macro", "", macro]
+    if r["mode"] != "zero-shot":
+        f1 = _pct(r["macro_f1"])
+        if r.get("macro_f1_std") is not None and len(r["seeds"]) > 1:
+            f1 += f" ± {100 * r['macro_f1_std']:.2f}"
+        row += [f1, ""]
+    t.add_section()
+    t.add_row(*row, style="bold")
+    console = Console()
+    console.print(t)
+    if r["skipped_classes"]:
+        console.print("skipped: " + "; ".join(f"{c} ({r['skipped_reasons'][c]})" for c in r["skipped_classes"]),
+                      highlight=False)
+    if r.get("split_file"):
+        console.print(f"results: {Path(r['split_file']).parent}", highlight=False)
+
+
+def _predict(inputs, head_dir, model, features, read_options, fmt, batch_size, num_workers, device, precision):
+    from ..errors import ConfigError
+    from ..probe import predict_records
+
+    if not inputs and features is None:
+        raise ConfigError("--predict needs ECG files (or --features FILE.parquet)")
+    paths = inputs
+    if inputs:
+        from ..io import expand_paths
+
+        paths = expand_paths(inputs)
+    rows, errors, head = predict_records(head_dir, paths, model_source=model, features=features,
+                                         read_options=read_options, batch_size=batch_size,
+                                         num_workers=num_workers, device=device, precision=precision)
+    for e in errors:
+        typer.echo(f"error: {e}", err=True)
+    if fmt is Fmt.jsonl:
+        for r in rows:
+            typer.echo(json.dumps(r))
+    elif fmt is Fmt.json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif fmt is Fmt.csv:
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["path", "labels"] + [f"p_{c}" for c in head.classes])
+        for r in rows:
+            w.writerow([r["path"], ";".join(r["labels"])] + [f"{r['probabilities'][c]:.6f}" for c in head.classes])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"predictions ({head.info.get('dataset', 'head')}, thresholds from validation)")
+        t.add_column("record")
+        t.add_column("labels")
+        t.add_column("top probabilities")
+        for r in rows:
+            top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+            t.add_row(r["path"], ", ".join(r["labels"]) or "-", "  ".join(f"{c} {p:.2f}" for c, p in top))
+        Console().print(t)
+    if errors and not rows:
+        raise typer.Exit(3)
+    if errors:
+        raise typer.Exit(1)

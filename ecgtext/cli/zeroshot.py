@@ -1,0 +1,161 @@
+"""``ecgtext zeroshot``: score ECG records against clinical label descriptions."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .options import MinCoverageOption, with_read_options
+
+PERF = "Performance"
+
+
+class Score(str, enum.Enum):
+    raw = "raw"
+    cosine = "cosine"
+    softmax = "softmax"
+
+
+class Format(str, enum.Enum):
+    table = "table"
+    jsonl = "jsonl"
+    json = "json"
+    csv = "csv"
+    tsv = "tsv"
+
+
+class Precision(str, enum.Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+@with_read_options
+def command(
+    paths: Annotated[list[str], typer.Argument(
+        help="ECG files, folders (searched recursively), globs, or '-' to read paths from stdin.",
+        show_default=False)],
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="Model directory, registered name or hf-hub:org/repo.")] = "dbeta-base",
+    labels: Annotated[Optional[str], typer.Option(
+        "--labels", "-l", help="Label set: a built-in name (code15, ptbxl-super, ptbxl-sub, ptbxl-form, "
+        "ptbxl-rhythm, cpsc2018, chapman-rhythm) or a JSON file {CODE: description}. "
+        "Default: code15, unless --label is given.", show_default=False)] = None,
+    label: Annotated[Optional[list[str]], typer.Option(
+        "--label", help="An extra label CODE=description (repeatable; added after --labels).",
+        show_default=False)] = None,
+    score: Annotated[Score, typer.Option(
+        "--score", help="raw: dot product of ECG and text features (the paper); cosine: of the "
+        "normalised features; softmax: softmax(raw / temperature) over the label set.")] = Score.raw,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", min=1e-6, help="Softmax temperature (1 = the scale D-BETA was trained with).")] = 1.0,
+    fmt: Annotated[Optional[Format], typer.Option(
+        "--format", "-f", help="Output format. Default: table on a terminal, jsonl otherwise.",
+        show_default=False)] = None,
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="How many best classes to list per record.")] = 3,
+    per_window: Annotated[bool, typer.Option(
+        "--per-window", help="One result per model window (long records) instead of the mean of the "
+        "window scores per record.")] = False,
+    plot: Annotated[Optional[str], typer.Option(
+        "--plot", help="Draw each record (12-lead 3x4 layout + rhythm strip, ECG paper) with its top "
+        "classes: FILE.png for one record, or a directory (one PNG per record).", show_default=False)] = None,
+    keep_case: Annotated[bool, typer.Option(
+        "--keep-case", help="Do not lower-case the descriptions (the paper lower-cases them).")] = False,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Recompute the label text features instead of using $ECGTEXT_CACHE.")] = False,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", "-b", min=1, rich_help_panel=PERF, help="Windows per model batch.")] = 32,
+    num_workers: Annotated[Optional[int], typer.Option(
+        "--num-workers", "-j", min=0, rich_help_panel=PERF,
+        help="Reading processes (default: 0 for a few records, else up to 4).", show_default=False)] = None,
+    device: Annotated[str, typer.Option(
+        "--device", rich_help_panel=PERF, help="cpu, cuda, cuda:N or auto (CUDA when available).")] = "auto",
+    precision: Annotated[Precision, typer.Option(
+        "--precision", rich_help_panel=PERF, help="auto: bf16 autocast on GPU, fp32 on CPU.")] = Precision.auto,
+    min_coverage: MinCoverageOption = 0.5,
+    *,
+    read_options=None,  # a ReadOptions, built by with_read_options from the reading options
+):
+    """Zero-shot classification: score each ECG against clinical label descriptions.
+
+    A score is the dot product of the record's ECG feature and the feature of
+    the lower-cased label description (as in the D-BETA paper); long records
+    get the mean of their window scores. Results stream as they come: a table
+    on a terminal, JSON lines in a pipe (--format). Failed files get one
+    `error: path: problem` line on stderr; exit code 0 = all ok, 1 = some
+    failed, 2 = usage error. Label text features are cached, so repeated runs
+    do not load the text encoder.
+
+    Example: ecgtext zeroshot records/ --labels ptbxl-super --format csv > scores.csv
+    """
+    import dataclasses
+    import os
+
+    from ..errors import ConfigError, InputError
+    from ..io import expand_paths
+    from ..labels import load_label_set, parse_inline_labels
+    from ..zeroshot import run_zeroshot
+    from .output import ResultWriter, default_format, report_error, summary_line
+
+    label_set: dict[str, str] = {}
+    if labels is not None or not label:
+        label_set.update(load_label_set(labels or "code15"))
+    label_set.update(parse_inline_labels(label or []))
+    files = expand_paths(paths)
+    if not files:
+        raise InputError(None, "no ECG records found in the given paths")
+    plot_dir = None
+    if plot is not None:
+        is_file = os.path.splitext(plot)[1].lower() in (".png", ".pdf", ".svg") and not os.path.isdir(plot)
+        if is_file and len(files) > 1:
+            raise ConfigError(f"--plot {plot}: several records need a directory, not a file")
+        plot_dir = None if is_file else plot
+
+    out_fmt = (fmt.value if fmt else default_format())
+    writer = ResultWriter(out_fmt, list(label_set), per_window, min(top, len(label_set)),
+                          score_name=score.value)
+    ok = failed = 0
+    windows: list = []  # --per-window with --plot: the current record's windows
+
+    def plot_record():
+        if plot is None or not windows:
+            return
+        rec = windows[0]
+        if len(windows) > 1 or rec.window is not None:  # plot with the record's mean scores
+            mean = {c: sum(w.scores[c] for w in windows) / len(windows) for c in rec.scores}
+            rec = dataclasses.replace(rec, scores=mean, window=None, start_s=None)
+        windows.clear()
+        _plot(rec, plot, plot_dir, read_options, label_set, score.value, model, top)
+
+    for r in run_zeroshot(files, model, label_set, read_options, how=score.value, temperature=temperature,
+                          per_window=per_window, lowercase=not keep_case, use_cache=not no_cache,
+                          batch_size=batch_size, num_workers=num_workers, device=device,
+                          precision=precision.value, min_coverage=min_coverage):
+        if isinstance(r, InputError):
+            failed += 1
+            report_error(r)
+            continue
+        if r.window is None or r.window == 0:
+            ok += 1
+            plot_record()
+        windows.append(r)
+        writer.write(r.to_dict(top_k=min(top, len(label_set))))
+    plot_record()
+    writer.close()
+    if failed:
+        print(summary_line(ok, failed), file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _plot(result, plot: str, plot_dir: str | None, read_options, label_set, score_name, model, top) -> None:
+    import os
+
+    from ..io import read_ecg
+    from ..plot import plot_ecg, plot_name
+
+    target = plot if plot_dir is None else os.path.join(plot_dir, plot_name(result.path))
+    plot_ecg(read_ecg(result.path, read_options), target, top=result.top(top), score_name=score_name,
+             model=os.path.basename(str(model).rstrip("/")), descriptions=label_set)

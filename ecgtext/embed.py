@@ -1,0 +1,360 @@
+"""Write ECG embeddings to Parquet: streaming, resumable, shardable.
+
+Layout (``OUT`` = e.g. ``emb.parquet``):
+
+- unsharded: the result is the single file ``OUT``. While running, finished
+  rows go to small part files in ``OUT.parts/`` (each written atomically), so
+  a killed run loses at most the rows not yet flushed (``flush_every`` records
+  or ``flush_seconds``). At the end ``OUT`` (if it exists) and the parts are
+  merged into a new ``OUT`` (atomic rename) and ``OUT.parts/`` is removed.
+- sharded (``shard=(i, n)``): ``OUT`` is a directory, a Parquet dataset; shard
+  *i* writes ``OUT/part-0000i-of-0000n.parquet`` and works in the hidden
+  ``OUT/_work-0000i-of-0000n/``, which dataset readers skip. Shard *i*
+  processes the *i*-th contiguous slice of the sorted input paths.
+
+Re-running the same command skips records already in ``OUT`` or in its part
+files (matched by absolute path), so an interrupted run resumes and a finished
+one only adds new records. Records that fail are listed in
+``OUT-stem.errors.jsonl`` (one JSON object per line: path, error, message) and
+are retried by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import ConfigError, InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+    from .io import ReadOptions
+    from .model.dbeta import DBeta
+
+META_KEY = b"ecgtext"
+FINAL_ROW_GROUP = 8192  # rows per row group of the merged file (~25 MB at D = 768)
+
+
+@dataclass
+class EmbedSummary:
+    """What one ``run_embed`` call did."""
+
+    output: Path  # the final file (this shard's file when sharded)
+    written: int  # records embedded by this run
+    rows: int  # rows written by this run (records, or windows with per_window)
+    failed: int
+    skipped: int  # records already present from an earlier run
+    errors_path: Path | None  # the errors file, when something failed
+
+
+# --------------------------------------------------------------------------- layout
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> (i, n) with 0 <= i < n; ``None`` -> torchrun's RANK/WORLD_SIZE if > 1."""
+    if spec is None:
+        world = os.environ.get("WORLD_SIZE")
+        if world and world.isdigit() and int(world) > 1:
+            return int(os.environ.get("RANK", "0")), int(world)
+        return None
+    i, sep, n = str(spec).partition("/")
+    try:
+        i_, n_ = int(i), int(n)
+    except ValueError:
+        raise ConfigError(f"--shard {spec!r}: expected i/n, e.g. 0/4") from None
+    if not sep or n_ < 1 or not 0 <= i_ < n_:
+        raise ConfigError(f"--shard {spec!r}: expected i/n with 0 <= i < n")
+    return i_, n_
+
+
+def shard_slice(paths: Sequence[str], shard: tuple[int, int] | None) -> list[str]:
+    """The shard's contiguous slice of the sorted ``paths`` (all of them, in order, if unsharded)."""
+    if shard is None:
+        return list(paths)
+    i, n = shard
+    s = sorted(paths)
+    return s[len(s) * i // n: len(s) * (i + 1) // n]
+
+
+def _stem(out: Path) -> str:
+    return out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
+
+
+def output_layout(out: str | os.PathLike, shard: tuple[int, int] | None) -> tuple[Path, Path, Path]:
+    """(final file, work dir for part files, errors file) of an output and shard."""
+    out = Path(out)
+    if shard is None:
+        return out, out.with_name(out.name + ".parts"), out.with_name(_stem(out) + ".errors.jsonl")
+    i, n = shard
+    tag = f"{i:05d}-of-{n:05d}"
+    return (out / f"part-{tag}.parquet", out / f"_work-{tag}",
+            out.with_name(f"{_stem(out)}.errors-{tag}.jsonl"))
+
+
+def record_key(path: str) -> str:
+    """Path identity for resuming: absolute container path (+ ``::exam``)."""
+    from .io.paths import KEY_SEP, split_key
+
+    container, key = split_key(path)
+    base = os.path.normcase(os.path.abspath(container))
+    return base if key is None else f"{base}{KEY_SEP}{key}"
+
+
+# --------------------------------------------------------------------------- tables
+def _schema(dim: int, meta: dict) -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.schema([
+        ("path", pa.string()),
+        ("window", pa.int32()),
+        ("start_s", pa.float64()),
+        ("n_windows", pa.int32()),
+        ("fs", pa.float64()),
+        ("duration_s", pa.float64()),
+        ("missing_leads", pa.list_(pa.string())),
+        ("model", pa.string()),
+        ("embedding", pa.list_(pa.float32(), dim)),
+    ], metadata={META_KEY: json.dumps(meta, sort_keys=True).encode()})
+
+
+class _Rows:
+    """Column buffers of rows not yet flushed."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.clear()
+
+    def clear(self):
+        self.cols = {k: [] for k in ("path", "window", "start_s", "n_windows", "fs", "duration_s",
+                                     "missing_leads", "model")}
+        self.emb: list[np.ndarray] = []
+        self.records = 0
+
+    def add(self, path, window, start_s, n_windows, fs, duration_s, missing, model, emb):
+        for k, v in zip(self.cols, (path, window, start_s, n_windows, fs, duration_s, missing, model)):
+            self.cols[k].append(v)
+        self.emb.append(np.asarray(emb, dtype=np.float32).reshape(self.dim))
+
+    def __len__(self):
+        return len(self.emb)
+
+    def table(self, schema: "pa.Schema") -> "pa.Table":
+        import pyarrow as pa
+
+        flat = np.concatenate(self.emb) if self.emb else np.zeros(0, np.float32)
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), self.dim)
+        arrays = [pa.array(self.cols[f.name], type=f.type) for f in schema if f.name != "embedding"]
+        return pa.Table.from_arrays(arrays + [emb], schema=schema)
+
+
+def _read_meta(path: Path) -> dict | None:
+    import pyarrow.parquet as pq
+
+    md = pq.read_schema(path).metadata or {}
+    return json.loads(md[META_KEY]) if META_KEY in md else None
+
+
+def _compatible(old: dict | None, new: dict, where: Path) -> None:
+    """Refuse to append rows that are not comparable with those already written."""
+    keys = ("model_sha256", "per_window", "aggregate", "embed_dim", "preprocess", "stride")
+    if old is None:
+        raise ConfigError(f"{where}: not an ecgtext embedding file; choose another output or pass --overwrite")
+    diff = [k for k in keys if old.get(k) != new.get(k)]
+    if diff:
+        what = ", ".join(f"{k} {old.get(k)!r} vs {new.get(k)!r}" for k in diff)
+        raise ConfigError(f"{where} was written with different settings ({what}); "
+                          "pass --overwrite or choose another output")
+
+
+# --------------------------------------------------------------------------- run
+def _done_keys(final: Path, work: Path, meta: dict) -> tuple[set[str], list[Path]]:
+    """Keys already embedded (final file + complete part files) and the part files."""
+    import pyarrow.parquet as pq
+
+    done: set[str] = set()
+    if final.exists():
+        _compatible(_read_meta(final), meta, final)
+        done.update(record_key(p) for p in pq.read_table(final, columns=["path"]).column(0).to_pylist())
+    parts: list[Path] = []
+    if work.is_dir():
+        for junk in work.glob(".*"):  # temp files of a write that was killed
+            junk.unlink(missing_ok=True)
+        for part in sorted(work.glob("part-*.parquet")):
+            try:
+                _compatible(_read_meta(part), meta, part)
+                keys = pq.read_table(part, columns=["path"]).column(0).to_pylist()
+            except ConfigError:
+                raise
+            except Exception:  # noqa: BLE001 - cannot happen with atomic writes; redo its records
+                part.unlink(missing_ok=True)
+                continue
+            done.update(record_key(p) for p in keys)
+            parts.append(part)
+    return done, parts
+
+
+def _merge(final: Path, parts: list[Path], schema: "pa.Schema") -> int:
+    """Write ``final`` = old ``final`` + ``parts`` (a key appears once), atomically; rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from .cache import atomic_path
+
+    sources = ([final] if final.exists() else []) + parts
+    seen: set[str] = set()
+    rows = 0
+    with atomic_path(final) as tmp:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            buf: list[pa.Table] = []
+            n_buf = 0
+            for src in sources:
+                t = pq.read_table(src).cast(schema)
+                keys = [record_key(p) for p in t.column("path").to_pylist()]
+                if seen:  # a crash between renaming final and removing parts leaves duplicates
+                    t = t.filter(pc.invert(pa.array([k in seen for k in keys])))
+                seen.update(keys)
+                buf.append(t)
+                n_buf += t.num_rows
+                if n_buf >= FINAL_ROW_GROUP:
+                    writer.write_table(pa.concat_tables(buf), row_group_size=FINAL_ROW_GROUP)
+                    rows += n_buf
+                    buf, n_buf = [], 0
+            if buf or rows == 0:
+                writer.write_table(pa.concat_tables(buf) if buf else schema.empty_table(),
+                                   row_group_size=FINAL_ROW_GROUP)
+                rows += n_buf
+    return rows
+
+
+def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str | os.PathLike,
+              read_options: "ReadOptions | None" = None, *, per_window: bool = False, aggregate: str = "mean",
+              batch_size: int = 32, num_workers: int | None = None, device=None, precision: str = "auto",
+              shard: tuple[int, int] | None = None, overwrite: bool = False, flush_every: int = 256,
+              flush_seconds: float = 60.0, stride: int | None = None, min_coverage: float = 0.5,
+              on_record: Callable[[str, InputError | None], None] | None = None,
+              on_start: Callable[[int, int], None] | None = None) -> EmbedSummary:
+    """Embed ``paths`` into Parquet at ``out`` (see the module docstring for the layout).
+
+    One row per record (``aggregate`` over its windows) or, with ``per_window``,
+    per window; columns ``path, window, start_s, n_windows, fs, duration_s,
+    missing_leads, model, embedding`` (fixed_size_list<float32>[D]).
+    ``on_start(todo, skipped)`` and ``on_record(path, error_or_None)`` report progress.
+    """
+    from .inference import AGGREGATES, expand_records, iter_features, load_ecg_model, model_identity
+    from .inference import ReadFailure, resolve_device
+
+    if aggregate not in AGGREGATES:
+        raise ConfigError(f"unknown aggregation {aggregate!r}; expected one of {', '.join(AGGREGATES)}")
+    if flush_every < 1:
+        raise ConfigError(f"flush_every must be at least 1, got {flush_every}")
+    out = Path(out)
+    if shard is None and out.is_dir():
+        raise ConfigError(f"{out} is a directory (a sharded output?); pass the same --shard, or another -o")
+    if shard is not None:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out} is a file; a sharded run writes a directory of part files")
+        others = {p.name.rsplit("-of-", 1)[-1] for p in out.glob("part-*-of-*.parquet")} if out.is_dir() else set()
+        if others - {f"{shard[1]:05d}.parquet"}:
+            raise ConfigError(f"{out} holds shards of a run split another way; use the same shard "
+                              "count or another output directory")
+    final, work, errors_path = output_layout(out, shard)
+    if overwrite:
+        final.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+    dev = resolve_device(device)
+    net = model if not isinstance(model, (str, os.PathLike)) else load_ecg_model(model, device=dev)
+    if net.model_dir is None:
+        raise ConfigError("the model has no directory, so its identity cannot be recorded; load it with "
+                          "ecgtext.load_model(...)")
+    ident = model_identity(net.model_dir)
+    pre = net.config.preprocess
+    meta = {"ecgtext_version": __version__, "model": ident.short(), "model_name": ident.name,
+            "model_sha256": ident.weights_sha256, "embed_dim": net.embed_dim, "per_window": per_window,
+            "aggregate": None if per_window else aggregate, "stride": stride,
+            "feature": "unimodal ECG feature (class token -> multi_modal_ecg_proj -> unimodal_ecg_pooler)",
+            "preprocess": {"sample_rate": pre.sample_rate, "window": pre.window, "leads": list(pre.leads),
+                           "units": pre.units, "filter": pre.filter, "normalize": pre.normalize}}
+    schema = _schema(net.embed_dim, meta)
+
+    done, parts = _done_keys(final, work, meta)
+    items = expand_records(shard_slice(paths, shard), read_options)
+    todo = [it for it in items if isinstance(it, ReadFailure) or record_key(it) not in done]
+    skipped = len(items) - len(todo)
+    if on_start is not None:
+        on_start(len(todo), skipped)
+
+    work.mkdir(parents=True, exist_ok=True)
+    next_part = 1 + max([int(p.stem.split("-")[1]) for p in parts] or [0])
+    rows = _Rows(net.embed_dim)
+    written = n_rows = failed = 0
+    last_flush = time.monotonic()
+
+    def flush():
+        nonlocal next_part, last_flush
+        if len(rows):
+            from .cache import atomic_path
+
+            import pyarrow.parquet as pq
+
+            part = work / f"part-{next_part:06d}.parquet"
+            with atomic_path(part) as tmp:
+                pq.write_table(rows.table(schema), tmp)
+            parts.append(part)
+            next_part += 1
+            rows.clear()
+        last_flush = time.monotonic()
+
+    errors_path.unlink(missing_ok=True)  # earlier failures are retried below
+    err_fh = None
+    try:
+        from .errors import EcgTextError
+
+        early = [it.to_error() for it in todo if isinstance(it, ReadFailure)]
+        keys = [it for it in todo if isinstance(it, str)]
+        stream = iter_features(keys, net, read_options, batch_size=batch_size, num_workers=num_workers,
+                               device=dev, precision=precision, stride=stride, min_coverage=min_coverage)
+        for r in [*early, *stream]:
+            if isinstance(r, EcgTextError):
+                failed += 1
+                if err_fh is None:
+                    err_fh = open(errors_path, "a", encoding="utf-8")
+                err_fh.write(json.dumps({"path": getattr(r, "path", None), "error": type(r).__name__,
+                                         "message": getattr(r, "problem", str(r))}) + "\n")
+                err_fh.flush()
+                if on_record is not None:
+                    on_record(getattr(r, "path", "") or "", r)
+                continue
+            common = (r.n_windows, r.source_fs, r.duration_s, list(r.missing_leads), ident.short())
+            if per_window:
+                for w in range(r.n_windows):
+                    rows.add(r.path, w, float(r.starts_s[w]), *common, r.features[w])
+            else:
+                rows.add(r.path, None, None, *common, r.aggregate(aggregate))
+            rows.records += 1
+            written += 1
+            n_rows += r.n_windows if per_window else 1
+            if on_record is not None:
+                on_record(r.path, None)
+            if rows.records >= flush_every or time.monotonic() - last_flush >= flush_seconds:
+                flush()
+        flush()
+    except BaseException:
+        flush()  # Ctrl-C or a crash: keep what is done, the next run resumes from it
+        raise
+    finally:
+        if err_fh is not None:
+            err_fh.close()
+    if parts or not final.exists():
+        _merge(final, parts, schema)
+    shutil.rmtree(work, ignore_errors=True)
+    return EmbedSummary(output=final, written=written, rows=n_rows, failed=failed, skipped=skipped,
+                        errors_path=errors_path if failed else None)

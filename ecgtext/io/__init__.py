@@ -1,0 +1,88 @@
+"""Read ECG files of any supported format into one record type, :class:`Ecg`.
+
+``read_ecg(path)`` returns exactly one record in mV with canonical lead names, or
+raises an :class:`~ecgtext.errors.InputError` subclass whose one-line message
+names the file. Formats: WFDB (``.hea`` + signal files, incl. CinC ``.mat``),
+MATLAB ``.mat`` (CPSC 2018, plain arrays), HDF5 (CODE-15%), ``.npy``/``.npz``
+and CSV. See ``docs/data-formats.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import FormatError
+from .paths import KEY_SEP, detect_format, expand_paths, split_key
+from .record import Ecg, ReadOptions
+
+__all__ = ["Ecg", "ReadOptions", "read_ecg", "iter_records", "list_records", "expand_paths"]
+
+
+def _reader(fmt: str):
+    if fmt == "wfdb":
+        from .wfdb_reader import read_wfdb
+        return read_wfdb
+    if fmt == "mat":
+        from .mat_reader import read_mat
+        return read_mat
+    if fmt == "npy":
+        from .array_reader import read_npy
+        return read_npy
+    if fmt == "csv":
+        from .array_reader import read_csv
+        return read_csv
+    raise AssertionError(fmt)
+
+
+def iter_records(path: str | Path, options: ReadOptions | None = None) -> Iterator[Ecg]:
+    """Yield the records of a file: one per exam for HDF5 containers, else exactly one.
+
+    ``"file.hdf5::key"`` yields only that exam. Errors surface when iterated;
+    to keep going past a bad exam of a container, loop over
+    :func:`list_records` and call :func:`read_ecg` on each key.
+    """
+    options = options or ReadOptions()
+    container, key = split_key(path)
+    fmt = detect_format(container, options.format)
+    if fmt == "hdf5":
+        from .hdf5_reader import iter_hdf5
+        yield from iter_hdf5(container, options, key)
+        return
+    if key is not None:
+        raise FormatError(str(path), f"'{KEY_SEP}' selects a record inside an HDF5 container, but "
+                                     f"{container} is read as {fmt}")
+    yield _reader(fmt)(container, options)
+
+
+def read_ecg(path: str | Path, options: ReadOptions | None = None) -> Ecg:
+    """Read exactly one record as :class:`Ecg` (``signal``: (leads, samples) float32 mV).
+
+    A container holding several records is a :class:`FormatError` that lists
+    how to pick one (``"file.hdf5::exam_id"``, see :func:`list_records`).
+    """
+    options = options or ReadOptions()
+    container, key = split_key(path)
+    fmt = detect_format(container, options.format)
+    if fmt != "hdf5" or key is not None:
+        return next(iter_records(path, options))
+    keys = list_records(container, options)
+    if len(keys) != 1:
+        raise FormatError(container, f"holds {len(keys)} records; read one as "
+                                     f"'{container}{KEY_SEP}<exam_id>' (e.g. {keys[0] if keys else '...'}) "
+                                     "or iterate over all with iter_records()")
+    return next(iter_records(keys[0], options))
+
+
+def list_records(path: str | Path, options: ReadOptions | None = None) -> list[str]:
+    """Record paths in ``path`` without reading signals: ``"file.hdf5::exam_id"`` per HDF5
+    exam, else ``[path]``."""
+    options = options or ReadOptions()
+    container, key = split_key(path)
+    fmt = detect_format(container, options.format)
+    if key is not None:
+        return [str(path)]
+    if fmt == "hdf5":
+        from .hdf5_reader import list_hdf5
+        return list_hdf5(container, options)
+    return [str(path)]

@@ -1,0 +1,82 @@
+"""expand_paths: folders, globs, stdin; one entry per record, deterministic, deduplicated."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pytest
+
+from ecgtext.errors import FormatError, MissingFileError
+from ecgtext.io import expand_paths
+from ecgtext.io.paths import detect_format
+from io_helpers import CHAPMAN_MAT, CINC, PTBXL, shared_data
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A folder as users have them: WFDB pairs, a CinC .hea+.mat, plain files, clutter."""
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    for ext in ("hea", "dat"):
+        shutil.copy(PTBXL / f"00001_hr.{ext}", tmp_path / f"00001_hr.{ext}")
+        shutil.copy(PTBXL / f"00002_hr.{ext}", tmp_path / "b" / f"00002_hr.{ext}")
+    for ext in ("hea", "mat"):
+        shutil.copy(CINC / f"E07500.{ext}", tmp_path / "b" / "deep" / f"E07500.{ext}")
+    shutil.copy(CHAPMAN_MAT, tmp_path / "chapman.mat")
+    np.save(tmp_path / "a.npy", np.zeros((12, 10)))
+    (tmp_path / "leads.csv").write_text("I,II\n0.1,0.2\n")
+    (tmp_path / "ptbxl_database.csv").write_text("ecg_id,patient_id,report\n1,2,normal\n")
+    (tmp_path / "README.txt").write_text("not an ECG")
+    (tmp_path / ".hidden.npy").write_bytes(b"")
+    (tmp_path / "00001_hr.atr").write_bytes(b"\x00")  # an annotation file of record 00001_hr
+    return tmp_path
+
+
+def test_folder_yields_one_entry_per_record_sorted(tree):
+    got = expand_paths([str(tree)])
+    rel = [p[len(str(tree)) + 1:] for p in got]
+    assert rel == ["00001_hr.hea", "a.npy", "chapman.mat", "leads.csv",
+                   "b/00002_hr.hea", "b/deep/E07500.hea"]
+    assert expand_paths([str(tree)]) == got  # deterministic
+
+
+def test_globs_names_and_duplicates(tree):
+    t = str(tree)
+    got = expand_paths([f"{t}/00001_hr.dat", f"{t}/00001_hr", f"{t}/00001_hr.hea", f"{t}/*.npy",
+                        f"{t}/**/*.hea", f"{t}/missing.hea", f"{t}/nomatch*.csv"])
+    assert got == [f"{t}/00001_hr.hea", f"{t}/a.npy", f"{t}/b/00002_hr.hea",
+                   f"{t}/b/deep/E07500.hea", f"{t}/missing.hea", f"{t}/nomatch*.csv"]
+
+
+def test_stdin_lists_paths(tree):
+    t = str(tree)
+    stdin = io.StringIO(f"# records\n{t}/chapman.mat\n\n{t}/b\n{t}/chapman.mat\n")
+    assert expand_paths(["-", f"{t}/a.npy"], stdin=stdin) == \
+        [f"{t}/chapman.mat", f"{t}/b/00002_hr.hea", f"{t}/b/deep/E07500.hea", f"{t}/a.npy"]
+
+
+def test_container_keys_pass_through():
+    assert expand_paths(["exams.hdf5::12"]) == ["exams.hdf5::12"]
+
+
+def test_detect_format(tree):
+    assert detect_format(str(tree / "00001_hr.hea")) == "wfdb"
+    assert detect_format(str(tree / "00001_hr")) == "wfdb"
+    assert detect_format(str(tree / "b" / "deep" / "E07500.mat")) == "wfdb"
+    assert detect_format(str(tree / "chapman.mat")) == "mat"
+    assert detect_format(str(tree / "a.npy")) == "npy"
+    with pytest.raises(FormatError, match="unknown extension .txt"):
+        detect_format(str(tree / "README.txt"))
+    assert detect_format(str(tree / "README.txt"), "csv") == "csv"
+    with pytest.raises(MissingFileError, match="no such file"):
+        detect_format(str(tree / "nope.hea"))
+    with pytest.raises(FormatError, match="folder"):
+        detect_format(str(tree / "b"))
+
+
+@pytest.mark.shared
+def test_shared_ptbxl_folder_expands_to_its_records():
+    root = shared_data() / "ptbxl"
+    got = expand_paths([str(root)])
+    assert len(got) == 450 and all(p.endswith(".hea") for p in got)  # metadata CSVs are skipped
