@@ -76,13 +76,55 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def load_ecg_model(source: str | os.PathLike = "dbeta-base", device: str | torch.device | None = None) -> "DBeta":
-    """Only the ECG feature path of a model (eval mode): ``load_model(components="ecg")``,
-    which reads just those tensors from a ``model.safetensors`` (strict keys and shapes,
-    no random-weight fallback). ``source``: model dir, registry name or ``hf-hub:`` id."""
-    from .model.loading import load_model
+@contextlib.contextmanager
+def _skip_meta_normal_init():
+    """Make ``Tensor.normal_`` a no-op on meta tensors while a model is built for loading.
 
-    return load_model(source, device=None if device is None else resolve_device(device), components="ecg")
+    Random init is overwritten by the checkpoint anyway, and in torch >= 2.5
+    ``normal_`` on a meta tensor imports ``torch._dynamo`` (4-5 s), which
+    would dominate a cached single-record ``zeroshot``.
+    """
+    original = torch.Tensor.normal_
+
+    def normal_(self, *args, **kwargs):
+        return self if self.is_meta else original(self, *args, **kwargs)
+
+    torch.Tensor.normal_ = normal_
+    try:
+        yield
+    finally:
+        torch.Tensor.normal_ = original
+
+
+def load_ecg_model(source: str | os.PathLike = "dbeta-base", device: str | torch.device | None = None) -> "DBeta":
+    """Only the ECG feature path of a model (eval mode), reading only its tensors.
+
+    Same contract as ``load_model(source, components="ecg")`` (strict keys and
+    shapes, safe reads, no random-weight fallback; ``source`` = model dir,
+    registry name or ``hf-hub:`` id), built without random initialisation.
+    """
+    from .config import load_config
+    from .model import loading
+    from .model.dbeta import ECG_PATH_PREFIXES, DBeta
+
+    model_dir = loading.resolve_source(source)
+    if not (model_dir / "config.json").is_file():
+        raise E.ModelError(f"{model_dir}: no config.json (not a model directory)")
+    config = load_config(model_dir)
+    weights = loading.find_weights(model_dir)
+    sd = loading.read_checkpoint(weights, prefixes=ECG_PATH_PREFIXES)
+    with _skip_meta_normal_init(), torch.device("meta"):
+        model = DBeta(config, components="ecg")
+    loading.load_state_strict(model, sd, where=str(weights))
+    for mod in model.modules():  # nothing may stay on the meta device
+        for name, t in [*mod._parameters.items(), *mod._buffers.items()]:
+            if t is not None and t.is_meta:
+                raise E.ModelError(f"internal: {name} of {type(mod).__name__} was not loaded")
+    model.model_dir = model_dir
+    model.eval()
+    if device is not None:
+        model.to(resolve_device(device))
+    return model
 
 
 def autocast_context(device: torch.device, precision: str):
