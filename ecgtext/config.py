@@ -232,8 +232,12 @@ def load_json_resource(name: str) -> Any:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("ecgtext.presets").iterdir()
-                  if p.name.endswith(".json") and not p.name.startswith("flan_"))
+    # architecture presets are the JSON files with a "model" section
+    out = []
+    for p in resources.files("ecgtext.presets").iterdir():
+        if p.name.endswith(".json") and '"model"' in p.read_text():
+            out.append(p.name[:-5])
+    return sorted(out)
 
 
 def load_preset(name: str) -> ModelDirConfig:

@@ -39,7 +39,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from .cache import atomic_write_text, cache_dir, file_sha256
-from .config import ModelDirConfig, load_config, load_json_resource, load_preset
+from .config import ModelDirConfig, load_json_resource, load_preset
 from .errors import ConfigError, EcgTextError, HubError, ModelError
 from .model.tokenizer import TOKENIZER_FILES
 
@@ -237,17 +237,22 @@ def download(source: str = DEFAULT_MODEL, revision: str | None = None, output: s
         hit = _cached(spec, use_refs=False)  # a pinned commit needs no network at all
         if hit is not None:
             return _deliver(hit, spec, out)
+    label = f"{spec.repo}@{spec.revision}"
     if _offline():
-        hit = None if force else _cached(spec)
+        if force:
+            raise HubError(f"{label}: --force downloads again, but the Hub is offline (HF_HUB_OFFLINE is set)")
+        hit = _cached(spec)
         if hit is not None:
             return _deliver(hit, spec, out)
         raise HubError(_not_cached(spec, "the Hub is offline (HF_HUB_OFFLINE is set)"))
 
-    label = f"{spec.repo}@{spec.revision}"
     try:
         commit, files, card_licence = _list_files(spec.repo, spec.revision)
     except _Unreachable as exc:
-        hit = None if force else _cached(spec)
+        if force:
+            raise HubError(f"{label}: --force downloads again, but the Hub ({_endpoint()}) is "
+                           f"unreachable ({exc})") from None
+        hit = _cached(spec)
         if hit is not None:
             _say(f"{label}: the Hub is unreachable ({exc}); using the cached model")
             return _deliver(hit, spec, out)
@@ -690,13 +695,18 @@ def _list_files(repo: str, revision: str) -> tuple[str, list[str], str | None]:
 
 def _fetch(repo: str, filename: str, commit: str) -> Path:
     """One file at a pinned commit through huggingface_hub's cache (resumable, with a progress bar on a TTY)."""
+    import inspect
+
     from huggingface_hub import hf_hub_download
 
     what = f"{repo}@{commit[:12]}: {filename}"
+    extra = {}
+    if "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # older huggingface_hub lacks it
+        extra["tqdm_class"] = _progress_bar()
     try:
         return Path(_call(lambda: hf_hub_download(repo, filename, revision=commit, cache_dir=_hf_cache_dir(),
                                                   endpoint=_endpoint(), library_name="ecgtext",
-                                                  library_version=_version(), tqdm_class=_progress_bar()),
+                                                  library_version=_version(), **extra),
                           repo, what))
     except _Unreachable as exc:
         raise HubError(f"{what}: lost the connection to the Hub ({exc}); run the command again "

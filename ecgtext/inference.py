@@ -76,24 +76,33 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+_INIT_FUNCS = ("normal_", "uniform_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_",
+               "xavier_uniform_", "trunc_normal_", "orthogonal_")
+
+
 @contextlib.contextmanager
-def _skip_meta_normal_init():
-    """Make ``Tensor.normal_`` a no-op on meta tensors while a model is built for loading.
+def _no_random_init():
+    """Build modules with uninitialised (``torch.empty``) weights: random init is
+    overwritten by the checkpoint, costs >1 s for the base ECG path on 2 cores, and
+    the usual alternative (building on the meta device) makes torch import
+    ``torch._dynamo`` (4-5 s) for ops such as ``normal_`` and ``norm``."""
+    saved_init = {n: getattr(torch.nn.init, n) for n in _INIT_FUNCS if hasattr(torch.nn.init, n)}
+    saved_tensor = {n: getattr(torch.Tensor, n) for n in ("normal_", "uniform_")}
 
-    Random init is overwritten by the checkpoint anyway, and in torch >= 2.5
-    ``normal_`` on a meta tensor imports ``torch._dynamo`` (4-5 s), which
-    would dominate a cached single-record ``zeroshot``.
-    """
-    original = torch.Tensor.normal_
+    def skip(tensor, *args, **kwargs):
+        return tensor
 
-    def normal_(self, *args, **kwargs):
-        return self if self.is_meta else original(self, *args, **kwargs)
-
-    torch.Tensor.normal_ = normal_
     try:
+        for n in saved_init:
+            setattr(torch.nn.init, n, skip)
+        for n in saved_tensor:
+            setattr(torch.Tensor, n, skip)
         yield
     finally:
-        torch.Tensor.normal_ = original
+        for n, f in saved_init.items():
+            setattr(torch.nn.init, n, f)
+        for n, f in saved_tensor.items():
+            setattr(torch.Tensor, n, f)
 
 
 def load_ecg_model(source: str | os.PathLike = "dbeta-base", device: str | torch.device | None = None) -> "DBeta":
@@ -113,13 +122,13 @@ def load_ecg_model(source: str | os.PathLike = "dbeta-base", device: str | torch
     config = load_config(model_dir)
     weights = loading.find_weights(model_dir)
     sd = loading.read_checkpoint(weights, prefixes=ECG_PATH_PREFIXES)
-    with _skip_meta_normal_init(), torch.device("meta"):
+    with _no_random_init():
         model = DBeta(config, components="ecg")
+    # strict: every parameter and persistent buffer is replaced, so no uninitialised memory survives
     loading.load_state_strict(model, sd, where=str(weights))
-    for mod in model.modules():  # nothing may stay on the meta device
-        for name, t in [*mod._parameters.items(), *mod._buffers.items()]:
-            if t is not None and t.is_meta:
-                raise E.ModelError(f"internal: {name} of {type(mod).__name__} was not loaded")
+    stray = {n for n, _ in model.named_buffers()} - set(model.state_dict())
+    if stray:
+        raise E.ModelError(f"internal: non-persistent buffers {sorted(stray)} are not in the checkpoint")
     model.model_dir = model_dir
     model.eval()
     if device is not None:

@@ -112,6 +112,7 @@ class HubServer:
         self._hub: ThreadingHTTPServer | None = None
         self._cdn: ThreadingHTTPServer | None = None
         self._blobs: dict[str, _File] = {}
+        self.env: dict[str, str] = {}  # set by the `hub` fixture: the environment for a subprocess
 
     # ------------------------------------------------------------ content
     def add(self, repo_id: str, files: Mapping[str, str | os.PathLike | bytes], revision: str = "main",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ import ecgtext
 import ecgtext.hub
 from ecgtext.errors import CheckpointMismatchError, ConfigError, HubError, ModelError
 
-from hub_server import TINY_CHECKPOINT, TINY_DIR, CONFORMANCE, hub as hub  # noqa: F401  (the fixture)
+from hub_server import CONFORMANCE, TINY_CHECKPOINT, TINY_DIR, hub  # noqa: F401  (hub: the fixture)
 
 REPO = "Manhph2211/D-BETA"
 CKPT = "dbeta_tiny.pt"  # a name we never assume: the code lists the repo and picks it
@@ -50,8 +50,6 @@ def _save(tmp_path: Path, name: str, obj) -> Path:
 
 
 def _cache_models(name: str) -> Path:
-    import os
-
     return Path(os.environ["ECGTEXT_CACHE"]) / "models" / name
 
 
@@ -223,8 +221,6 @@ class _Payload:
         self.marker = marker
 
     def __reduce__(self):
-        import os
-
         return (os.mkdir, (str(self.marker),))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -34,8 +33,20 @@ def manifest(tmp_path):
     return p
 
 
-def tiny_cfg(out, **kw):
-    base = dict(out=str(out), init="scratch", arch=str(TINY_DIR), tokenizer=str(TINY_DIR), num_workers=0,
+@pytest.fixture(scope="module")
+def tiny_arch(tmp_path_factory):
+    """The tiny architecture with a 4-s window (instead of 10 s): 2.5x cheaper steps on CPU."""
+    from ecgtext.config import load_config
+
+    cfg = load_config(TINY_DIR).to_dict()
+    cfg["preprocess"]["window"] = 2000
+    p = tmp_path_factory.mktemp("arch") / "config.json"
+    p.write_text(json.dumps(cfg))
+    return p
+
+
+def tiny_cfg(out, arch=None, **kw):
+    base = dict(out=str(out), init="scratch", arch=str(arch or TINY_DIR), tokenizer=str(TINY_DIR), num_workers=0,
                 log_every=1, save_every=1000, warmup_steps=0, lr=1e-3, seed=0)
     base.update(kw)
     return load_train_config(None, base)
@@ -51,21 +62,22 @@ def weights(model_dir):
     return load_file(str(model_dir / "model.safetensors"))
 
 
-def test_pretrain_tiny_on_ptbxl_loss_falls_and_model_loads(tmp_path):
+def test_pretrain_tiny_on_ptbxl_loss_falls_and_model_loads(tmp_path, tiny_arch):
     root = shared_data() / "ptbxl"
     out = tmp_path / "run"
-    result = pretrain(tiny_cfg(out, init=str(TINY_DIR), tokenizer=None, dataset="ptbxl", root=str(root),
-                               max_records=8, batch_size=8, max_steps=30, schedule="constant"))
+    # a fixed subset of 8 real pairs it can overfit
+    result = pretrain(tiny_cfg(out, tiny_arch, dataset="ptbxl", root=str(root), max_records=8, batch_size=8,
+                               max_steps=20, schedule="constant"))
     assert result == out / "model"
     recs = [r for r in metrics(out) if "loss" in r]
-    assert [r["step"] for r in recs] == list(range(1, 31))
+    assert [r["step"] for r in recs] == list(range(1, 21))
     for r in recs:
         for k in ("loss", "mlm", "mem", "etm", "ets", "grad_norm", "lr"):
             assert torch.isfinite(torch.tensor(r[k])), (k, r)
         assert 0 <= r["mlm_acc"] <= 1 and 0 <= r["etm_acc"] <= 1 and r["samples_per_s"] > 0
     first = sum(r["loss"] for r in recs[:5]) / 5
     last = sum(r["loss"] for r in recs[-5:]) / 5
-    assert last < first - 0.5, (first, last)
+    assert last < first - 0.4, (first, last)
     assert recs[-1]["mlm"] < recs[0]["mlm"]
     start = metrics(out)[0]
     assert start["event"] == "start" and start["pairs"] == 8 and start["n3s_encoder"] in ("tfidf", "minilm")
@@ -82,14 +94,22 @@ def test_pretrain_tiny_on_ptbxl_loss_falls_and_model_loads(tmp_path):
         text = model.encode_texts(["sinusrhythmus normales ecg"])
     assert feats.shape == (3, model.embed_dim) and torch.isfinite(feats).all()
     assert text.shape == (1, model.embed_dim)
-    trained = weights(out / "model")
-    initial = weights(TINY_DIR)
+    assert model.config.preprocess.window == 2000 and (out / "model" / "spiece.model").is_file()
+    assert set(weights(out / "model")) == set(weights(TINY_DIR))
+
+
+def test_continued_pretraining_from_a_model_dir(tmp_path, manifest):
+    out = tmp_path / "run"
+    pretrain(tiny_cfg(out, init=str(TINY_DIR), tokenizer=None, manifest=str(manifest), batch_size=4,
+                      max_steps=2))
+    trained, initial = weights(out / "model"), weights(TINY_DIR)
     assert set(trained) == set(initial)
     assert not torch.equal(trained["itm_head.fc.weight"], initial["itm_head.fc.weight"])
+    assert (out / "model" / "tokenizer.json").is_file() or (out / "model" / "spiece.model").is_file()
 
 
-def test_resume_gives_the_same_weights(tmp_path, manifest):
-    common = dict(manifest=str(manifest), batch_size=2, max_steps=6, warmup_steps=2, schedule="cosine")
+def test_resume_gives_the_same_weights(tmp_path, manifest, tiny_arch):
+    common = dict(arch=tiny_arch, manifest=str(manifest), batch_size=2, max_steps=6, warmup_steps=2, schedule="cosine")
     pretrain(tiny_cfg(tmp_path / "straight", **common))
     # stopped at step 3 (mid-epoch: 2 batches per epoch), resumed with DataLoader workers this time
     paused = pretrain(tiny_cfg(tmp_path / "paused", stop_at_step=3, **common))
@@ -109,9 +129,9 @@ def test_resume_gives_the_same_weights(tmp_path, manifest):
     assert straight == resumed
 
 
-def test_non_finite_loss_stops_with_checkpoint_intact(tmp_path, manifest):
+def test_non_finite_loss_stops_with_checkpoint_intact(tmp_path, manifest, tiny_arch):
     out = tmp_path / "run"
-    common = dict(manifest=str(manifest), batch_size=2, max_steps=6, save_every=2)
+    common = dict(arch=tiny_arch, manifest=str(manifest), batch_size=2, max_steps=6, save_every=2)
     pretrain(tiny_cfg(out, stop_at_step=2, **common))
     (ckpt,) = [p for _, p in list_checkpoints(out / "checkpoints")]
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
@@ -119,7 +139,7 @@ def test_non_finite_loss_stops_with_checkpoint_intact(tmp_path, manifest):
     # the CLI: resume with an absurd learning rate -> one line, exit code 7
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "ecgtext", "pretrain", "--out", str(out), "--resume", "--manifest", str(manifest),
-           "--init", "scratch", "--arch", str(TINY_DIR), "--tokenizer", str(TINY_DIR), "--batch-size", "2",
+           "--init", "scratch", "--arch", str(tiny_arch), "--tokenizer", str(TINY_DIR), "--batch-size", "2",
            "--max-steps", "6", "--save-every", "2", "--num-workers", "0", "--warmup-steps", "0", "--seed", "0",
            "--log-every", "1", "--lr", "1e30"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
@@ -185,4 +205,3 @@ def test_cli_help_lists_the_options():
     assert proc.returncode == 0, proc.stderr
     for flag in ("--manifest", "--dataset", "--init", "--resume", "--n3s-k", "--grad-accum", "--precision"):
         assert flag in proc.stdout
-    assert shutil.which  # keep shutil import used for clarity of intent

@@ -27,11 +27,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def _slow_selected(config) -> bool:
-    expr = config.getoption("markexpr") or ""
-    return "slow" in expr and "not slow" not in expr
-
-
 def quickstart_command() -> list[str]:
     """The `ecgtext ...` step of the README's first quickstart command."""
     readme = REPO_ROOT / "README.md"
@@ -102,8 +97,6 @@ def base_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_readme_quickstart_downloads_on_first_use_and_prints_a_score_table(request, hub, tmp_path):
-    if not _slow_selected(request.config):
-        pytest.skip("slow: builds a 1.4 GB base-size checkpoint; run with `pytest -m slow`")
     if not (REPO_ROOT / "ecgtext" / "cli" / "zeroshot.py").is_file():
         pytest.skip("the zeroshot command is not written yet")
     if not any((REPO_ROOT / "ecgtext" / "examples").rglob("*.hea")):

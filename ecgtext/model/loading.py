@@ -121,12 +121,10 @@ def resolve_source(source: str | os.PathLike) -> Path:
     if p.is_dir():
         return p
     s = str(source)
-    looks_local = os.sep in s or s.startswith(".") or p.suffix != ""
-    if s.startswith("hf-hub:") or not looks_local:
-        try:
-            from ..hub import resolve_model
-        except ModuleNotFoundError:  # pragma: no cover - hub module always ships
-            raise ModelError(f"{s}: not a directory, and hub support is unavailable") from None
+    from ..hub import registry, resolve_model
+
+    looks_local = os.sep in s or s.startswith((".", "~"))
+    if s.startswith("hf-hub:") or s in registry() or not looks_local:
         return resolve_model(s)
     raise ModelError(f"{s}: no such model directory")
 
