@@ -66,7 +66,7 @@ def time_steps(model, device: torch.device, batch: int, steps: int, precision: s
         opt.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return float(out["total"])
+        return float(out["total"].detach())
 
     step()  # warm-up (allocations, kernels)
     if device.type == "cuda":
@@ -86,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="dbeta-base", help="preset (dbeta-base) or config.json")
     ap.add_argument("--cpu-batch", type=int, default=2)
-    ap.add_argument("--cpu-steps", type=int, default=3)
+    ap.add_argument("--cpu-steps", type=int, default=2)
     ap.add_argument("--gpu-batch", type=int, default=32)
     ap.add_argument("--gpu-steps", type=int, default=10)
     ap.add_argument("--gpu-precision", choices=["bf16", "fp32"], default="bf16")

@@ -15,6 +15,8 @@ __all__ = [
     "prepare",
     "DBeta",
     "EcgTextError",
+    "load_dataset",
+    "evaluate_zeroshot",
 ]
 
 _LAZY = {
@@ -24,6 +26,8 @@ _LAZY = {
     "iter_records": ("ecgtext.io", "iter_records"),
     "prepare": ("ecgtext.preprocess", "prepare"),
     "EcgTextError": ("ecgtext.errors", "EcgTextError"),
+    "load_dataset": ("ecgtext.datasets", "load_dataset"),
+    "evaluate_zeroshot": ("ecgtext.evaluate", "evaluate_zeroshot"),
 }
 
 

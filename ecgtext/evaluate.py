@@ -181,8 +181,22 @@ def save_zeroshot_outputs(ev: ZeroShotEvaluation, dataset: LabelledDataset, out_
     files["scores"] = str(out / "scores.csv")
     if plot is not None:
         files["plot"] = plot_roc(ev.Y, ev.S, ev.classes, str(plot), title=f"zero-shot {ev.report['dataset']}")
+    files["result"] = str(out / "result.json")
     ev.report["split_file"] = files["split_file"]
     ev.report["outputs"] = files
     atomic_write_text(out / "result.json", json.dumps(ev.report, indent=2, allow_nan=False) + "\n")
-    files["result"] = str(out / "result.json")
     return files
+
+
+def run_zeroshot_evaluation(dataset: LabelledDataset, model: "DBeta | str | os.PathLike",
+                            label_set: str | Mapping[str, str], *, out_dir: str | os.PathLike | None = None,
+                            plot: str | os.PathLike | None = None, **kwargs: Any) -> ZeroShotEvaluation:
+    """:func:`zeroshot_dataset`, then its outputs in ``out_dir`` (``ecgtext probe --zeroshot``)."""
+    ev = zeroshot_dataset(dataset, model, label_set, **kwargs)
+    if out_dir is not None:
+        save_zeroshot_outputs(ev, dataset, out_dir, plot=plot)
+    elif plot is not None:
+        from .metrics import plot_roc
+
+        plot_roc(ev.Y, ev.S, ev.classes, str(plot), title=f"zero-shot {ev.report['dataset']}")
+    return ev

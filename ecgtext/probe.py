@@ -29,7 +29,7 @@ import numpy as np
 
 from .datasets.base import SPLITS, LabelledDataset, record_id
 from .errors import ConfigError, DataError, ModelError
-from .metrics import auroc_per_class, best_f1_threshold, evaluate_scores, macro
+from .metrics import auroc_per_class, best_f1_threshold, evaluate_scores, macro, skip_reason
 
 if TYPE_CHECKING:  # pragma: no cover
     from .datasets.features import DatasetFeatures
@@ -297,7 +297,11 @@ def draw_subset(train_rows: np.ndarray, Y: np.ndarray, classes: Sequence[str], f
     n = len(train_rows)
     k = n if fraction >= 1.0 else max(1, int(math.floor(fraction * n)))
     rng = np.random.default_rng(seed)
-    in_train = Y[train_rows].sum(axis=0) > 0
+    absent = [c for c, m in zip(classes, Y[train_rows].sum(axis=0) == 0) if m]
+    if absent and missing_class != "keep":  # no subset can hold them
+        raise DataError(f"class(es) {', '.join(absent)} have no positive example in the training split "
+                        f"({n} records); use --missing-class keep (train anyway), or drop the class from "
+                        "the dataset")
     draws = 0
     while True:
         rows = train_rows if k == n else np.sort(rng.choice(train_rows, size=k, replace=False))
@@ -305,17 +309,15 @@ def draw_subset(train_rows: np.ndarray, Y: np.ndarray, classes: Sequence[str], f
         missing = [c for c, m in zip(classes, Y[rows].sum(axis=0) == 0) if m]
         if not missing or missing_class == "keep":
             return rows, missing, draws
-        if missing_class == "redraw" and k < n and all(in_train[list(classes).index(c)] for c in missing) \
-                and draws < _REDRAWS:
+        if missing_class == "redraw" and draws < _REDRAWS:
             continue
-        where = f"the {100 * fraction:g} % training subset ({k} of {n} records, seed {seed})" if k < n \
-            else f"the training split ({n} records)"
-        hint = ("use a larger --fraction, --missing-class redraw (draw the subset again with the same seed) "
-                "or --missing-class keep (train anyway; MERL's protocol)") if k < n else \
-            "use --missing-class keep (train anyway), or drop the class from the dataset"
-        if missing_class == "redraw" and k < n:
-            hint = f"no draw in {draws} had every class; use a larger --fraction or --missing-class keep"
-        raise DataError(f"class(es) {', '.join(missing)} have no positive example in {where}; {hint}")
+        where = f"the {100 * fraction:g} % training subset ({k} of {n} records, seed {seed})"
+        if missing_class == "redraw":
+            raise DataError(f"no draw in {draws} of {where} had a positive example of every class "
+                            f"(last missing: {', '.join(missing)}); use a larger --fraction or --missing-class keep")
+        raise DataError(f"class(es) {', '.join(missing)} have no positive example in {where}; use a larger "
+                        "--fraction, --missing-class redraw (draw the subset again with the same seed) or "
+                        "--missing-class keep (train anyway; MERL's protocol)")
 
 
 # --------------------------------------------------------------------------- one run
@@ -392,8 +394,6 @@ def _combine(ds: LabelledDataset, runs: list[dict], cfg: ProbeConfig, model, fea
     te = ds.indices("test")
     first = runs[0]
     per_class, skipped, reasons = {}, [], {}
-    from .metrics import skip_reason
-
     for j, c in enumerate(ds.classes):
         why = skip_reason(ds.Y[te, j])
         if why:
@@ -485,10 +485,10 @@ def save_outputs(result: ProbeResult, ds: LabelledDataset, out_dir: str | os.Pat
     if plot is not None:
         files["plot"] = plot_roc(result.Y_test, result.P_test[0], ds.classes, str(plot),
                                  title=f"{ds.label}, {100 * result.report['fraction']:g} % labels")
+    files["result"] = str(out / "result.json")
     result.report["split_file"] = files["split_file"]
     result.report["outputs"] = files
     atomic_write_text(out / "result.json", json.dumps(result.report, indent=2, allow_nan=False) + "\n")
-    files["result"] = str(out / "result.json")
     return files
 
 

@@ -197,11 +197,14 @@ def test_sampler_shards_deterministic_and_resumable():
     s0, s1 = ShardedBatchSampler(n, b, 2, 0, seed=3), ShardedBatchSampler(n, b, 2, 1, seed=3)
     e0, e1 = s0.epoch(0), s1.epoch(0)
     assert len(e0) == len(e1) == len(s0) == 2  # 11 per rank -> 2 full batches
-    idx0 = {i for batch in e0 for i, _ in batch}
-    idx1 = {i for batch in e1 for i, _ in batch}
+    idx0 = {i for batch in e0 for i, *_ in batch}
+    idx1 = {i for batch in e1 for i, *_ in batch}
     assert not idx0 & idx1 and len(idx0) == len(idx1) == 8
     assert s0.epoch(0) == e0 and s0.epoch(1) != e0  # same seed+epoch, new order next epoch
     assert s0.epoch(0, start=1) == e0[1:]
+    assert all(epoch == 0 and pos == j for j, batch in enumerate(e0) for _, _, epoch, pos in batch)
+    stream = s0.run(0, 1)  # resumable endless stream: the rest of epoch 0, then epoch 1, ...
+    assert [next(stream) for _ in range(3)] == e0[1:] + s0.epoch(1)[:2]
     assert ShardedBatchSampler(n, b, 2, 0, seed=4).epoch(0) != e0
     tiny = ShardedBatchSampler(3, 8, 1, 0)
     assert len(tiny) == 1 and len(tiny.epoch(0)[0]) == 3

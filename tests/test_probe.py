@@ -113,24 +113,34 @@ def test_subset_is_a_seeded_fraction_of_the_training_split(ptbxl_features):
 
 
 def test_fraction_too_small_errors_redraws_or_keeps(ptbxl_features):
-    feats = _feats("sub", ptbxl_features)
+    feats = _feats("super", ptbxl_features)
+    ds = feats.dataset
     with pytest.raises(DataError) as e:
-        fit_probe(feats, ProbeConfig(fraction=0.05, epochs=2))
+        fit_probe(feats, ProbeConfig(fraction=0.02, epochs=2))
     msg = str(e.value)
     assert "no positive example" in msg and "larger --fraction" in msg and "\n" not in msg
-    ds = feats.dataset
     missing = msg.split("class(es) ")[1].split(" have")[0].split(", ")
-    assert set(missing) <= set(ds.classes)
+    rows = draw_subset(ds.indices("train"), ds.Y, ds.classes, 0.02, 0, "keep")[0]
+    assert missing == [c for c, n in zip(ds.classes, ds.Y[rows].sum(axis=0)) if n == 0]
     # keep: trains anyway and says which classes had no positive
-    kept = fit_probe(feats, ProbeConfig(fraction=0.05, epochs=2, missing_class="keep"))
+    kept = fit_probe(feats, ProbeConfig(fraction=0.02, epochs=2, missing_class="keep"))
     assert kept.report["runs"][0]["classes_without_train_positive"] == missing
-    # redraw: only classes that occur in the training split can be found by redrawing
-    super_feats = _feats("super", ptbxl_features)
-    tr = super_feats.dataset.indices("train")
-    rows, still, draws = draw_subset(tr, super_feats.dataset.Y, super_feats.dataset.classes, 0.03, 0, "redraw")
-    assert not still and super_feats.dataset.Y[rows].sum(axis=0).min() >= 1
+    # redraw: draws again with the same generator until every class has a positive
+    tr = ds.indices("train")
+    rows, still, draws = draw_subset(tr, ds.Y, ds.classes, 0.03, 0, "redraw")
+    assert not still and draws > 1 and ds.Y[rows].sum(axis=0).min() >= 1
     with pytest.raises(DataError, match="no draw in"):
-        draw_subset(tr, super_feats.dataset.Y, super_feats.dataset.classes, 0.005, 0, "redraw")
+        draw_subset(tr, ds.Y, ds.classes, 0.005, 0, "redraw")  # one record cannot hold five classes
+
+
+def test_class_absent_from_the_training_split(ptbxl_features):
+    feats = _feats("sub", ptbxl_features)  # 400 records: LAO/LAE occurs only outside folds 1-8
+    ds = feats.dataset
+    absent = [c for c, n in zip(ds.classes, ds.Y[ds.indices("train")].sum(axis=0)) if n == 0]
+    assert absent
+    with pytest.raises(DataError, match="training split") as e:
+        fit_probe(feats, ProbeConfig(epochs=1, missing_class="redraw"))
+    assert all(c in str(e.value) for c in absent)
 
 
 def test_sklearn_head(ptbxl_features):

@@ -14,9 +14,9 @@ from typing import IO, Any, Sequence
 FORMATS = ("table", "jsonl", "json", "csv", "tsv")
 
 
-def default_format(stream: IO = sys.stdout) -> str:
-    """``table`` for a person at a terminal, ``jsonl`` for a pipe or file."""
-    return "table" if stream.isatty() else "jsonl"
+def default_format(stream: IO | None = None) -> str:
+    """``table`` for a person at a terminal (stdout by default), ``jsonl`` for a pipe or file."""
+    return "table" if (stream or sys.stdout).isatty() else "jsonl"
 
 
 def report_error(err: BaseException) -> None:

@@ -129,9 +129,10 @@ def command(
         help="Save the trained head (first seed) here: head.safetensors + head.json.")] = None,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", rich_help_panel=OUT, help="Write ROC curves of the test split to this PNG.")] = None,
-    fmt: Annotated[Fmt, typer.Option(
+    fmt: Annotated[Optional[Fmt], typer.Option(
         "--format", rich_help_panel=OUT,
-        help="table or json (results); with --predict also jsonl or csv.")] = Fmt.table,
+        help="table or json (results); with --predict also jsonl or csv. Default: table on a terminal, "
+             "else json (jsonl with --predict).", show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option("--device", rich_help_panel=RUN,
                                                   help="cpu, cuda, cuda:N or auto.")] = None,
     precision: Annotated[str, typer.Option("--precision", rich_help_panel=RUN,
@@ -159,6 +160,8 @@ def command(
     from ..errors import ConfigError
 
     inputs = list(inputs or [])
+    if fmt is None:
+        fmt = Fmt.table if sys.stdout.isatty() else (Fmt.jsonl if predict else Fmt.json)
     if predict:
         if head_dir is None:
             raise ConfigError("--predict needs --head-dir DIR (a head saved with --save-head)")
@@ -179,13 +182,11 @@ def command(
         x for x in (ds.name, ds.task, mode) if x)
     common = dict(read_options=read_options, num_workers=num_workers, device=device, precision=precision)
     if zeroshot:
-        from ..evaluate import save_zeroshot_outputs, zeroshot_dataset
+        from ..evaluate import run_zeroshot_evaluation
 
-        label_set = labels or _default_labels(ds, classes)
-        ev = zeroshot_dataset(ds, model or "dbeta-base", label_set, features=features,
-                              batch_size=embed_batch_size, **common)
-        save_zeroshot_outputs(ev, ds, out, plot=plot)
-        report = ev.report
+        report = run_zeroshot_evaluation(ds, model or "dbeta-base", labels or _default_labels(ds, classes),
+                                         features=features, batch_size=embed_batch_size, out_dir=out,
+                                         plot=plot, **common).report
     else:
         from ..probe import ProbeConfig, run_probe
 
@@ -255,13 +256,19 @@ def _print_report(r: dict) -> None:
     from rich.table import Table
 
     name = f"{r['dataset']}/{r['task']}" if r.get("task") else r["dataset"]
+    model = (r.get("model") or {}).get("id") or (r.get("model") or {}).get("name") or "?"
     if r["mode"] == "zero-shot":
-        title = f"zero-shot {name} ({r['split']} split, labels {r['label_set']})"
+        title = f"zero-shot {name}, {r['split']} split, labels {r['label_set']}, model {model}"
         sizes = f"n_test {r['n_test']}"
     else:
-        title = f"linear probe {name}, {100 * r['fraction']:g} % of training labels, seeds {r['seeds']}"
+        seeds = ",".join(map(str, r["seeds"]))
+        title = (f"linear probe {name}, {100 * r['fraction']:g} % of training labels, seed(s) {seeds}, "
+                 f"model {model}")
         sizes = f"n_train {r['n_train']} of {r['n_train_split']}, n_val {r['n_val']}, n_test {r['n_test']}"
-    t = Table(title=title, caption=sizes)
+    console = Console()
+    console.print(title, highlight=False)
+    console.print(sizes, highlight=False)
+    t = Table()
     t.add_column("class")
     t.add_column("n_pos", justify="right")
     t.add_column("AUROC %", justify="right")
@@ -273,9 +280,12 @@ def _print_report(r: dict) -> None:
         auc = _pct(v["auroc"])
         if v.get("auroc_std") is not None:
             auc += f" ± {100 * v['auroc_std']:.2f}"
+        f1 = _pct(v["f1"])
+        if v.get("f1_std") is not None:
+            f1 += f" ± {100 * v['f1_std']:.2f}"
         row = [c, str(v["n_pos"]), auc if c not in r["skipped_reasons"] else "skipped"]
         if r["mode"] != "zero-shot":
-            row += [_pct(v["f1"]) if c not in r["skipped_reasons"] else "-",
+            row += [f1 if c not in r["skipped_reasons"] else "-",
                     "-" if v["threshold"] is None else f"{v['threshold']:.3f}"]
         t.add_row(*row)
     macro = _pct(r["macro_auroc"])
@@ -289,7 +299,6 @@ def _print_report(r: dict) -> None:
         row += [f1, ""]
     t.add_section()
     t.add_row(*row, style="bold")
-    console = Console()
     console.print(t)
     if r["skipped_classes"]:
         console.print("skipped: " + "; ".join(f"{c} ({r['skipped_reasons'][c]})" for c in r["skipped_classes"]),
@@ -331,7 +340,7 @@ def _predict(inputs, head_dir, model, features, read_options, fmt, batch_size, n
         from rich.table import Table
 
         t = Table(title=f"predictions ({head.info.get('dataset', 'head')}, thresholds from validation)")
-        t.add_column("record")
+        t.add_column("record", overflow="fold")
         t.add_column("labels")
         t.add_column("top probabilities")
         for r in rows:

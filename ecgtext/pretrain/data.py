@@ -13,20 +13,17 @@ workers and after a resume.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import DataError, EcgTextError
-
-log = logging.getLogger("ecgtext.pretrain")
 
 # Characters stripped from both ends of a report: separators and decoration
 # machines and exports put around the text (MIMIC-IV-ECG's "***", "=-", ...).
@@ -221,8 +218,8 @@ class ShardedBatchSampler:
     first ``n_per_rank * world`` indices are dealt round-robin to the ranks, so
     every rank gets the same number of batches. A trailing partial batch is
     dropped, unless a rank has less than one batch (tiny data).
-    Items are ``(index, draw_seed)``; ``draw_seed`` keys that record's random crop
-    and lead masking.
+    Items are ``(index, draw_seed, epoch, batch)``; ``draw_seed`` keys that
+    record's random crop and lead masking.
     """
 
     def __init__(self, n: int, batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0):
@@ -234,13 +231,20 @@ class ShardedBatchSampler:
     def __len__(self) -> int:
         return max(1, self.per_rank // self.batch_size)
 
-    def epoch(self, epoch: int, start: int = 0) -> list[list[tuple[int, int]]]:
+    def epoch(self, epoch: int, start: int = 0) -> list[list[tuple[int, int, int, int]]]:
         """This rank's batches of ``epoch``, from batch ``start`` on."""
         perm = torch.randperm(self.n, generator=torch_generator(self.seed, 0x5A3D, epoch)).tolist()
         mine = perm[: self.per_rank * self.world][self.rank::self.world]
         size = min(self.batch_size, len(mine))
         batches = [mine[i * size:(i + 1) * size] for i in range(len(self))]
-        return [[(i, derive_seed(self.seed, epoch, i)) for i in b] for b in batches[start:]]
+        return [[(i, derive_seed(self.seed, epoch, i), epoch, j) for i in batches[j]]
+                for j in range(start, len(batches))]
+
+    def run(self, epoch: int = 0, start: int = 0) -> Iterator[list[tuple[int, int, int, int]]]:
+        """Batches from (``epoch``, batch ``start``) on, epoch after epoch, without end."""
+        while True:
+            yield from self.epoch(epoch, start)
+            epoch, start = epoch + 1, 0
 
 
 # ------------------------------------------------------------------ dataset
@@ -257,6 +261,8 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __init__(self, pairs: Sequence[Pair], preprocess, read_options: dict | None = None,
                  crop: str = "random", lead_masking: float = 0.5):
+        from .. import io, preprocess as _pre  # noqa: F401  (imported here, not in each worker)
+
         self.paths = [p.path for p in pairs]
         self.preprocess = preprocess
         self.read_options = dict(read_options or {})
@@ -267,19 +273,20 @@ class PairDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, key):
-        index, draw_seed = key
+        index, draw_seed = key[0], key[1]
+        where = {"index": index, "epoch": key[2] if len(key) > 2 else 0, "batch": key[3] if len(key) > 3 else 0}
         rng = np.random.default_rng(draw_seed)
         try:
             x = self.load(index, rng)
         except EcgTextError as exc:
-            return {"index": index, "error": str(exc)}
+            return {**where, "error": str(exc)}
         except Exception as exc:  # a reader bug or an odd file must not end a long run
-            return {"index": index, "error": f"{self.paths[index]}: {type(exc).__name__}: {exc}"}
+            return {**where, "error": f"{self.paths[index]}: {type(exc).__name__}: {exc}"}
         if self.lead_masking > 0:
             # uniform draws for all leads first, so the stream does not depend on the outcome
             drop = rng.random(x.shape[0]) < self.lead_masking
             x[drop] = 0.0
-        return {"index": index, "ecg": torch.from_numpy(x)}
+        return {**where, "ecg": torch.from_numpy(x)}
 
     def load(self, index: int, rng: np.random.Generator) -> np.ndarray:
         """(leads, window) float32 mV for record ``index``, before lead masking."""
@@ -306,23 +313,24 @@ class PairDataset(torch.utils.data.Dataset):
 
 
 def collate_ecgs(items: list[dict]) -> dict[str, Any]:
-    """Stack readable records: ``ecg`` (B, leads, window), ``index`` (B,) and
-    ``failed`` [(index, message)] for the ones that could not be read."""
+    """Stack readable records: ``ecg`` (B, leads, window), ``index`` (B,),
+    ``failed`` [(index, message)] for the ones that could not be read, and the
+    batch's place in the data stream (``epoch``, ``batch``)."""
     ok = [it for it in items if "ecg" in it]
     failed = [(it["index"], it["error"]) for it in items if "error" in it]
     ecg = torch.stack([it["ecg"] for it in ok]) if ok else torch.empty(0)
     return {"ecg": ecg, "index": torch.tensor([it["index"] for it in ok], dtype=torch.long),
-            "failed": failed}
+            "failed": failed, "epoch": items[0]["epoch"] if items else 0,
+            "batch": items[0]["batch"] if items else 0}
 
 
-def iterate_batches(dataset: PairDataset, batches: list[list[tuple[int, int]]],
-                    num_workers: int) -> Iterator[dict[str, Any]]:
-    """Batches in order through a DataLoader (``num_workers`` processes)."""
-    if not batches:
-        return iter(())
+def iterate_batches(dataset: PairDataset, batches: Iterable[list[tuple[int, int, int, int]]],
+                    num_workers: int, pin_memory: bool = False) -> Iterator[dict[str, Any]]:
+    """Batches in order through one DataLoader (``num_workers`` processes, started once);
+    ``batches`` may be endless (:meth:`ShardedBatchSampler.run`)."""
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_ecgs,
-        persistent_workers=False, prefetch_factor=2 if num_workers else None)
+        persistent_workers=False, prefetch_factor=2 if num_workers else None, pin_memory=pin_memory)
     return iter(loader)
 
 

@@ -190,6 +190,9 @@ class Objective(nn.Module):
 
 # --------------------------------------------------------------- model setup
 def _arch_config(arch: str) -> ModelDirConfig:
+    if arch.startswith("pretrain-"):
+        raise ConfigError(f"--arch {arch!r} is a training preset, not an architecture (use dbeta-base, "
+                          "dbeta-tiny or a config.json)")
     p = Path(arch)
     if arch.endswith(".json") or p.is_dir():
         return load_config(p)
@@ -558,12 +561,11 @@ class Trainer:
 
     # .............................................................. loop
     def _stream(self):
-        epoch, start = self.epoch, self.batch_pos
-        while True:
-            batches = self.sampler.epoch(epoch, start)
-            for j, batch in enumerate(iterate_batches(self.dataset, batches, self.cfg.num_workers)):
-                yield epoch, start + j, batch
-            epoch, start = epoch + 1, 0
+        """(epoch, batch index, batch) from the saved data position on, endlessly."""
+        batches = self.sampler.run(self.epoch, self.batch_pos)
+        for batch in iterate_batches(self.dataset, batches, self.cfg.num_workers,
+                                     pin_memory=self.d.device.type == "cuda"):
+            yield batch["epoch"], batch["batch"], batch
 
     def _autocast(self):
         if self.precision in ("bf16", "fp16"):
@@ -609,10 +611,16 @@ class Trainer:
             rep.close()
 
     def _loop(self, stop_at: int, rep: Reporter) -> None:
+        stream = self._stream()
+        try:
+            self._steps(stream, stop_at, rep)
+        finally:
+            stream.close()  # stops the DataLoader workers now, not at garbage collection
+
+    def _steps(self, stream, stop_at: int, rep: Reporter) -> None:
         cfg, d = self.cfg, self.d
         params = [p for p in self.model.parameters()]
         seen_failed: set[int] = set()
-        stream = self._stream()
         acc = torch.zeros(11, dtype=torch.float64)  # summed metrics over a logging window
         window_t0, window_samples, window_steps = time.perf_counter(), 0, 0
         last_cols = 0

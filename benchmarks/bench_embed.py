@@ -1,0 +1,143 @@
+"""Embedding throughput of the base architecture on CPU, end to end, against the matmul limit.
+
+WFDB files (``../shared/data/ptbxl``, else ``tests/data/ptbxl``) -> read ->
+prepare -> base ECG encoder (random weights, fp32) -> Parquet, through the
+same ``run_embed`` the ``embed`` command uses. The figure of merit is
+
+    ratio = (records/s x GFLOP per record) / (fp32 matmul GFLOP/s of this machine)
+
+with the matmul rate measured in the same run (``torch.mm`` of 2048 x 2048,
+same thread count). Target: ratio >= 0.8. The GFLOP per record is counted with
+``torch.utils.flop_counter`` (~39.5 for the base ECG path).
+
+Run: ``python benchmarks/bench_embed.py [--records 64] [--batch-size 16 32] [--num-workers 0 1]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = 0.8
+
+
+def find_records(n: int) -> list[str]:
+    shared = Path(os.environ.get("ECGTEXT_SHARED_DATA", REPO.parent / "shared" / "data"))
+    found = sorted(glob.glob(str(shared / "ptbxl" / "records500" / "*" / "*_hr.hea")))
+    found = found or sorted(glob.glob(str(REPO / "tests" / "data" / "ptbxl" / "*_hr.hea")))
+    if not found:
+        raise SystemExit("no PTB-XL records found (../shared/data/ptbxl or tests/data/ptbxl)")
+    return (found * (n // len(found) + 1))[:n] if len(found) < n else found[:n]
+
+
+def base_ecg_model_dir(root: Path) -> Path:
+    """A model directory with the dbeta-base config and random ECG-path weights (seeded)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ecgtext.config import load_preset
+    from ecgtext.model.loading import build_model
+
+    torch.manual_seed(0)
+    d = root / "dbeta-base-random-ecg"
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = load_preset("dbeta-base")
+    model = build_model(cfg, components="ecg")
+    (d / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+    return d
+
+
+def matmul_gflops(seconds: float = 3.0, n: int = 2048) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        torch.mm(a, b)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return reps * 2 * n ** 3 / (time.perf_counter() - t0) / 1e9
+
+
+def gflop_per_record(model) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 12, model.config.preprocess.window)
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model.encode_ecg(x)
+    return fc.get_total_flops() / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=64, help="records per measured run")
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[16, 32])
+    ap.add_argument("--num-workers", type=int, nargs="+", default=[0])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = ap.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from ecgtext.embed import run_embed
+    from ecgtext.inference import load_ecg_model
+
+    paths = find_records(args.records)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ.setdefault("ECGTEXT_CACHE", str(tmp / "cache"))
+        t0 = time.perf_counter()
+        model = load_ecg_model(base_ecg_model_dir(tmp))
+        print(f"base ECG path: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters "
+              f"(built and loaded in {time.perf_counter() - t0:.1f} s); {torch.get_num_threads()} torch threads, "
+              f"{os.cpu_count()} CPUs")
+        flop = gflop_per_record(model)
+        print(f"work per record (torch.utils.flop_counter): {flop:.1f} GFLOP")
+        run_embed(paths[:4], model, tmp / "warmup.parquet", batch_size=4, num_workers=0)  # warm up kernels
+        x = torch.zeros(16, 12, model.config.preprocess.window)
+        mm_before = matmul_gflops()
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            model.encode_ecg(x)
+            fwd = time.perf_counter() - t0
+        mm = (mm_before + matmul_gflops()) / 2
+        print(f"model alone (batch 16, no I/O): {16 / fwd:.2f} records/s = {16 / fwd * flop:.1f} GFLOP/s; "
+              f"matmul limit {mm:.1f} GFLOP/s; ratio {16 / fwd * flop / mm:.2f}")
+
+        results = []
+        for bs in args.batch_size:
+            for nw in args.num_workers:
+                # the limit is measured right before and after each run and averaged:
+                # on a shared machine both figures drift together
+                mm_before = matmul_gflops()
+                out = tmp / f"emb-{bs}-{nw}.parquet"
+                t0 = time.perf_counter()
+                s = run_embed(paths, model, out, batch_size=bs, num_workers=nw, flush_every=10 ** 9)
+                wall = time.perf_counter() - t0
+                mm = (mm_before + matmul_gflops()) / 2
+                assert s.written == len(paths) and s.failed == 0
+                rate = len(paths) / wall
+                ratio = rate * flop / mm
+                results.append({"batch_size": bs, "num_workers": nw, "records_per_s": round(rate, 3),
+                                "achieved_gflops": round(rate * flop, 1), "matmul_gflops": round(mm, 1),
+                                "ratio": round(ratio, 3)})
+                print(f"batch {bs:3d}, workers {nw}: {rate:6.2f} records/s = {rate * flop:6.1f} GFLOP/s; "
+                      f"matmul limit {mm:6.1f} GFLOP/s; ratio {ratio:.2f} "
+                      f"({'meets' if ratio >= TARGET else 'below'} the {TARGET} target)")
+        best = max(results, key=lambda r: r["ratio"])
+        print(json.dumps({"benchmark": "embed", "gflop_per_record": round(flop, 2), "records": len(paths),
+                          "best": best, "all": results}))
+
+
+if __name__ == "__main__":
+    main()
