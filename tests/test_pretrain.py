@@ -98,10 +98,19 @@ def test_pretrain_tiny_on_ptbxl_loss_falls_and_model_loads(tmp_path, tiny_arch):
     assert set(weights(out / "model")) == set(weights(TINY_DIR))
 
 
-def test_continued_pretraining_from_a_model_dir(tmp_path, manifest):
+def test_continued_pretraining_from_a_model_dir(tmp_path, manifest, capfd):
+    broken = tmp_path / "broken.hea"
+    broken.write_text("not a WFDB header\n")
+    rows = pd.read_csv(manifest).to_dict("records") + [{"path": str(broken), "report": "sinus rhythm"}]
+    pd.DataFrame(rows).to_csv(manifest, index=False)
     out = tmp_path / "run"
-    pretrain(tiny_cfg(out, init=str(TINY_DIR), tokenizer=None, manifest=str(manifest), batch_size=4,
+    pretrain(tiny_cfg(out, init=str(TINY_DIR), tokenizer=None, manifest=str(manifest), batch_size=5,
                       max_steps=2))
+    # the unreadable record is skipped (logged once, counted); the run goes on
+    assert capfd.readouterr().err.count("skipping record: " + str(broken)) == 1
+    recs = metrics(out)
+    assert [r["skipped_records"] for r in recs if "loss" in r] == [1, 1]
+    assert all(r["ets_logits"] == [4, 4] for r in recs if "loss" in r)
     trained, initial = weights(out / "model"), weights(TINY_DIR)
     assert set(trained) == set(initial)
     assert not torch.equal(trained["itm_head.fc.weight"], initial["itm_head.fc.weight"])

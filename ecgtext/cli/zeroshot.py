@@ -113,6 +113,10 @@ def command(
         if is_file and len(files) > 1:
             raise ConfigError(f"--plot {plot}: several records need a directory, not a file")
         plot_dir = None if is_file else plot
+        try:
+            os.makedirs(plot_dir or os.path.dirname(os.path.abspath(plot)), exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--plot {plot}: cannot create the folder ({exc.strerror})") from None
 
     out_fmt = (fmt.value if fmt else default_format())
     writer = ResultWriter(out_fmt, list(label_set), per_window, min(top, len(label_set)),

@@ -185,7 +185,7 @@ class Objective(nn.Module):
             etm_ok = out.etm_logits.argmax(-1) == is_aligned
         return {"total": parts.total, "mlm": parts.mlm, "mem": parts.mem, "etm": parts.etm, "ets": parts.ets,
                 "mlm_correct": mlm_ok.sum(), "mlm_count": picked.sum(), "etm_correct": etm_ok.sum(),
-                "ets_cols": torch.tensor(seen.get("cols", ecg.shape[0]))}
+                "ets_cols": torch.tensor(seen.get("cols", ecg.shape[0]), device=ecg.device)}
 
 
 # --------------------------------------------------------------- model setup
