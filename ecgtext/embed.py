@@ -180,8 +180,14 @@ def _done_keys(final: Path, work: Path, meta: dict) -> tuple[set[str], list[Path
 
     done: set[str] = set()
     if final.exists():
-        _compatible(_read_meta(final), meta, final)
-        done.update(record_key(p) for p in pq.read_table(final, columns=["path"]).column(0).to_pylist())
+        try:
+            old_meta = _read_meta(final)
+            keys = pq.read_table(final, columns=["path"]).column(0).to_pylist()
+        except Exception:  # noqa: BLE001 - not Parquet, or not ours
+            raise ConfigError(f"{final}: exists and is not an ecgtext Parquet file; choose another output "
+                              "or pass --overwrite") from None
+        _compatible(old_meta, meta, final)
+        done.update(record_key(p) for p in keys)
     parts: list[Path] = []
     if work.is_dir():
         for junk in work.glob(".*"):  # temp files of a write that was killed

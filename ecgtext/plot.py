@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .config import STANDARD_LEADS
+
 if TYPE_CHECKING:  # pragma: no cover
     from .io import Ecg
 
@@ -108,7 +110,7 @@ def plot_ecg(ecg: "Ecg", out: str | os.PathLike, top: Sequence[tuple[str, float]
     info = f"{ecg.duration_s:.1f} s at {fs:g} Hz · 25 mm/s · 10 mm/mV"
     if ecg.duration_s > STRIP_S:
         info += f" · first {STRIP_S:g} s shown"
-    absent = [lead for row in GRID for lead in row if lead not in by_name]
+    absent = [lead for lead in STANDARD_LEADS if lead not in by_name]
     if absent:
         info += " · missing: " + ", ".join(absent)
     fig.text(0.3 / width_in, 1 - 0.3 / height_in, head, fontsize=11, weight="bold", va="top")

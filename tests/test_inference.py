@@ -156,3 +156,19 @@ def test_ecg_only_loading_imports_no_text_libraries():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+def test_inference_speed_up_keeps_the_numbers_and_the_state_dict():
+    from ecgtext.inference import speed_up_for_inference
+    from ecgtext.model.loading import load_model
+
+    plain = load_model(TINY_DIR, components="ecg")
+    fast = speed_up_for_inference(load_model(TINY_DIR, components="ecg"))
+    x = torch.from_numpy(np.stack([prepare(read_ecg(p), plain.config.preprocess).windows[0] for p in RECORDS[:3]]))
+    with torch.inference_mode():
+        np.testing.assert_allclose(fast(x).numpy(), plain(x).numpy(), atol=1e-5, rtol=0)
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    # with autograd (training, fine-tuning) the model's own forward runs, gradients flow
+    fast.train()
+    fast.encode_ecg(x).sum().backward()
+    assert fast.ecg_encoder.conv_pos.pos_conv[0].weight_v.grad is not None

@@ -42,9 +42,10 @@ def test_score_formulas():
         score(e, t, "softmax", 0.0)
 
 
-def test_label_features_match_the_reference_and_are_cached(full_model):
+def test_label_features_match_the_reference_and_are_cached(full_model, monkeypatch, tmp_path):
+    monkeypatch.setenv("ECGTEXT_CACHE", str(tmp_path / "cache"))  # empty cache for this test
     key = label_cache_key(TINY_DIR, LABELS)
-    assert cached_label_features(key, LABELS) is None  # fresh $ECGTEXT_CACHE (conftest)
+    assert cached_label_features(key, LABELS) is None
     feats = label_features(full_model, LABELS)
     np.testing.assert_allclose(feats.numpy(), np.array(EXPECTED["label_text_embedding"]), atol=1e-4, rtol=0)
     cached = cached_label_features(key, LABELS)
