@@ -154,7 +154,8 @@ def main() -> None:
             total_ratio = rate * flop / (sum(r * w for r, w in zip(mm_rates, walls)) / sum(walls))
             cpu_ratio = (len(paths) * flop / sum(cpus)) / statistics.median(mm_cpu_rates)
             results.append({"variant": variant, "batch_size": bs, "num_workers": nw,
-                            "records_per_s": round(rate, 3), "achieved_gflops": round(rate * flop, 1), "matmul_gflops": round(limit, 1),
+                            "records_per_s": round(rate, 3), "achieved_gflops": round(rate * flop, 1),
+                            "matmul_gflops": round(limit, 1),
                             "ratio": round(ratio, 3), "ratio_of_totals": round(total_ratio, 3),
                             "cpu_time_ratio": round(cpu_ratio, 3),
                             "chunk_ratios": [round(r, 3) for r in ratios]})

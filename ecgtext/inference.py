@@ -85,7 +85,8 @@ def _no_random_init():
     """Build modules with uninitialised (``torch.empty``) weights: random init is
     overwritten by the checkpoint, costs >1 s for the base ECG path on 2 cores, and
     the usual alternative (building on the meta device) makes torch import
-    ``torch._dynamo`` (4-5 s) for ops such as ``normal_`` and ``norm``."""
+    ``torch._dynamo`` (1.5-5 s) for ops such as ``normal_`` and ``norm``.
+    Patches torch globally while active: do not build models in other threads meanwhile."""
     saved_init = {n: getattr(torch.nn.init, n) for n in _INIT_FUNCS if hasattr(torch.nn.init, n)}
     saved_tensor = {n: getattr(torch.Tensor, n) for n in ("normal_", "uniform_")}
 
@@ -220,8 +221,9 @@ class PreparedRecord:
 
 
 def _failure(path: str, exc: BaseException) -> ReadFailure:
-    if isinstance(exc, InputError):
-        return ReadFailure(exc.path or path, type(exc).__name__, exc.problem)
+    if isinstance(exc, InputError):  # keyed by the record asked for; a different culprit stays named
+        problem = exc.problem if exc.path in (None, path) else f"{exc.path}: {exc.problem}"
+        return ReadFailure(path, type(exc).__name__, problem)
     if isinstance(exc, E.EcgTextError):  # e.g. a ConfigError about this file's contents
         return ReadFailure(path, "InputError", " ".join(str(exc).split()))
     # an unexpected library error on one file must not stop a batch run; keep its type
@@ -371,8 +373,9 @@ def iter_features(paths: Sequence[str], model: "DBeta", read_options: "ReadOptio
     source = iter_prepared(paths, pre, read_options, num_workers=num_workers, stride=stride,
                            min_coverage=min_coverage, device_type=dev.type)
 
-    # queue: records (or failures) in input order; results[i] fills window by window
-    queue: list[list] = []  # [item, features (W, D) or None, filled windows]
+    # records (or failures) in input order, each [item, features (W, D) filled window by
+    # window as batches run, count of filled windows]; yielded from the front when complete
+    queue: list[list] = []
     pending: list[tuple[int, int]] = []  # (queue index, window index) not yet run
     batch: list[np.ndarray] = []
     base = 0  # index of queue[0] in the stream
@@ -407,7 +410,7 @@ def iter_features(paths: Sequence[str], model: "DBeta", read_options: "ReadOptio
             queue.pop(0)
             base += 1
 
-    for idx, item in enumerate(source):
+    for item in source:
         if isinstance(item, ReadFailure):
             queue.append([item, None, 0])
         else:

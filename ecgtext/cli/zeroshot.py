@@ -110,7 +110,7 @@ def command(
     plot_dir = None
     if plot is not None:
         is_file = os.path.splitext(plot)[1].lower() in (".png", ".pdf", ".svg") and not os.path.isdir(plot)
-        if is_file and len(files) > 1:
+        if is_file and (len(files) > 1 or files[0].lower().endswith((".h5", ".hdf5", ".hdf"))):
             raise ConfigError(f"--plot {plot}: several records need a directory, not a file")
         plot_dir = None if is_file else plot
         try:
@@ -145,7 +145,8 @@ def command(
         if r.window is None or r.window == 0:
             ok += 1
             plot_record()
-        windows.append(r)
+        if plot is not None:
+            windows.append(r)
         writer.write(r.to_dict(top_k=min(top, len(label_set))))
     plot_record()
     writer.close()
