@@ -85,8 +85,6 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, nargs="+", default=[16, 32])
     ap.add_argument("--num-workers", type=int, nargs="+", default=[0])
     ap.add_argument("--chunk", type=int, default=16, help="records per embedding chunk (interleaved with matmul)")
-    ap.add_argument("--compare-plain", action="store_true",
-                    help="also run without speed_up_for_inference (the plain model forward), for before/after")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
 
@@ -127,10 +125,6 @@ def main() -> None:
         results = []
         chunks = [paths[i:i + args.chunk] for i in range(0, len(paths), args.chunk)]
         variants = [("optimised", model)]
-        if args.compare_plain:  # the model's own forward, without speed_up_for_inference
-            from ecgtext.model.loading import load_model
-
-            variants.append(("plain", load_model(model.model_dir, components="ecg")))
         for (variant, net), bs, nw in itertools.product(variants, args.batch_size, args.num_workers):
             ratios, walls, cpus, mm_rates, mm_cpu_rates = [], [], [], [], []
             before = matmul_run()

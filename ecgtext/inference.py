@@ -76,73 +76,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-_INIT_FUNCS = ("normal_", "uniform_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_",
-               "xavier_uniform_", "trunc_normal_", "orthogonal_")
-
-
-@contextlib.contextmanager
-def _no_random_init():
-    """Build modules with uninitialised (``torch.empty``) weights: random init is
-    overwritten by the checkpoint, costs >1 s for the base ECG path on 2 cores, and
-    the usual alternative (building on the meta device) makes torch import
-    ``torch._dynamo`` (1.5-5 s) for ops such as ``normal_`` and ``norm``.
-    Patches torch globally while active: do not build models in other threads meanwhile."""
-    saved_init = {n: getattr(torch.nn.init, n) for n in _INIT_FUNCS if hasattr(torch.nn.init, n)}
-    saved_tensor = {n: getattr(torch.Tensor, n) for n in ("normal_", "uniform_")}
-
-    def skip(tensor, *args, **kwargs):
-        return tensor
-
-    try:
-        for n in saved_init:
-            setattr(torch.nn.init, n, skip)
-        for n in saved_tensor:
-            setattr(torch.Tensor, n, skip)
-        yield
-    finally:
-        for n, f in saved_init.items():
-            setattr(torch.nn.init, n, f)
-        for n, f in saved_tensor.items():
-            setattr(torch.Tensor, n, f)
-
-
-def speed_up_for_inference(model: "DBeta") -> "DBeta":
-    """Faster eval-mode forward of the ECG encoder's positional convolution; same numbers.
-
-    The grouped, 128-wide convolution is ~7 % of the base ECG path's FLOPs but
-    took ~13 % of its CPU time as ``conv1d`` on a transposed input. In eval mode
-    without autograd it now runs as a channels-last ``conv2d`` directly on the
-    (B, T, E) token layout, with the weight norm folded once (recomputed if the
-    weights change). Parameters and state dict are untouched; training and
-    autograd use the original forward. Measured: -30 % for that convolution on CPU.
-    """
-    from .model.ecg_encoder import WeightNormConv1d
-
-    for mod in model.modules():
-        if isinstance(mod, WeightNormConv1d) and "forward" not in vars(mod):
-            mod.forward = _channels_last_forward(mod)
-    return model
-
-
-def _channels_last_forward(mod):
-    original = type(mod).forward.__get__(mod)
-    folded: dict = {}
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if mod.training or torch.is_grad_enabled():
-            return original(x)
-        key = (mod.weight_v._version, mod.weight_g._version, mod.weight_v.device, mod.weight_v.dtype)
-        if key not in folded:
-            folded.clear()
-            w = torch._weight_norm(mod.weight_v, mod.weight_g, 2)  # (C, C/G, K)
-            folded[key] = w.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        y = torch.nn.functional.conv2d(x.unsqueeze(2), folded[key], mod.bias, padding=(0, mod.padding),
-                                       groups=mod.groups)
-        return y.squeeze(2)
-
-    return forward
-
-
 def load_ecg_model(source: str | os.PathLike = "dbeta-base", device: str | torch.device | None = None) -> "DBeta":
     """Only the ECG feature path of a model (eval mode), reading only its tensors.
 
@@ -150,28 +83,9 @@ def load_ecg_model(source: str | os.PathLike = "dbeta-base", device: str | torch
     shapes, safe reads, no random-weight fallback; ``source`` = model dir,
     registry name or ``hf-hub:`` id), built without random initialisation.
     """
-    from .config import load_config
-    from .model import loading
-    from .model.dbeta import ECG_PATH_PREFIXES, DBeta
+    from .model.loading import load_model
 
-    model_dir = loading.resolve_source(source)
-    if not (model_dir / "config.json").is_file():
-        raise E.ModelError(f"{model_dir}: no config.json (not a model directory)")
-    config = load_config(model_dir)
-    weights = loading.find_weights(model_dir)
-    sd = loading.read_checkpoint(weights, prefixes=ECG_PATH_PREFIXES)
-    with _no_random_init():
-        model = DBeta(config, components="ecg")
-    # strict: every parameter and persistent buffer is replaced, so no uninitialised memory survives
-    loading.load_state_strict(model, sd, where=str(weights))
-    stray = {n for n, _ in model.named_buffers()} - set(model.state_dict())
-    if stray:
-        raise E.ModelError(f"internal: non-persistent buffers {sorted(stray)} are not in the checkpoint")
-    model.model_dir = model_dir
-    model.eval()
-    if device is not None:
-        model.to(resolve_device(device))
-    return speed_up_for_inference(model)
+    return load_model(source, device=None if device is None else resolve_device(device), components="ecg")
 
 
 def autocast_context(device: torch.device, precision: str):
