@@ -124,7 +124,7 @@ def main() -> None:
         # over chunks is reported (the total over all chunks too).
         results = []
         chunks = [paths[i:i + args.chunk] for i in range(0, len(paths), args.chunk)]
-        variants = [("optimised", model)]
+        variants = [("default", model)]
         for (variant, net), bs, nw in itertools.product(variants, args.batch_size, args.num_workers):
             ratios, walls, cpus, mm_rates, mm_cpu_rates = [], [], [], [], []
             before = matmul_run()
