@@ -9,21 +9,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import MinCoverageOption, with_read_options
-
-PERF = "Performance"
-
+from .options import (BatchSizeOption, DeviceOption, MinCoverageOption, ModelOption, NumWorkersOption,
+                      Precision, PrecisionOption, with_read_options)
 
 class Aggregate(str, enum.Enum):
     mean = "mean"
     max = "max"
     first = "first"
-
-
-class Precision(str, enum.Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
 
 
 @with_read_options
@@ -34,8 +26,7 @@ def command(
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="The Parquet file to write (a directory of part files with --shard).",
         show_default=False)],
-    model: Annotated[str, typer.Option(
-        "--model", "-m", help="Model directory, registered name or hf-hub:org/repo.")] = "dbeta-base",
+    model: ModelOption = "dbeta-base",
     per_window: Annotated[bool, typer.Option(
         "--per-window", help="One row per model window (with window, start_s) instead of one per record.")] = False,
     aggregate: Annotated[Aggregate, typer.Option(
@@ -49,15 +40,10 @@ def command(
         "--flush-every", min=1, help="Records per part file: an interrupted run keeps every complete "
         "part (also flushed every minute).")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
-    batch_size: Annotated[int, typer.Option(
-        "--batch-size", "-b", min=1, rich_help_panel=PERF, help="Windows per model batch.")] = 32,
-    num_workers: Annotated[Optional[int], typer.Option(
-        "--num-workers", "-j", min=0, rich_help_panel=PERF,
-        help="Reading processes (default: 0 for a few records, else up to 4).", show_default=False)] = None,
-    device: Annotated[str, typer.Option(
-        "--device", rich_help_panel=PERF, help="cpu, cuda, cuda:N or auto (CUDA when available).")] = "auto",
-    precision: Annotated[Precision, typer.Option(
-        "--precision", rich_help_panel=PERF, help="auto: bf16 autocast on GPU, fp32 on CPU.")] = Precision.auto,
+    batch_size: BatchSizeOption = 32,
+    num_workers: NumWorkersOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     min_coverage: MinCoverageOption = 0.5,
     *,
     read_options=None,  # a ReadOptions, built by with_read_options from the reading options

@@ -16,6 +16,7 @@ Import-light on purpose (no numpy/torch): ``ecgtext --help`` imports this.
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
@@ -26,6 +27,28 @@ if TYPE_CHECKING:
     from ..io.record import ReadOptions
 
 PANEL = "Reading ECG files"
+PERF = "Performance"
+
+
+class Precision(str, enum.Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+# options of the commands that run a model over ECG files (zeroshot, embed)
+ModelOption = Annotated[str, typer.Option(
+    "--model", "-m", help="Model directory, registered name or hf-hub:org/repo.")]
+BatchSizeOption = Annotated[int, typer.Option(
+    "--batch-size", "-b", min=1, rich_help_panel=PERF, help="Windows per model batch.")]
+NumWorkersOption = Annotated[Optional[int], typer.Option(
+    "--num-workers", "-j", min=0, rich_help_panel=PERF,
+    help="Reading processes (default: 0 for a few records, else up to 4).", show_default=False)]
+DeviceOption = Annotated[str, typer.Option(
+    "--device", rich_help_panel=PERF, help="cpu, cuda, cuda:N or auto (CUDA when available).")]
+PrecisionOption = Annotated[Precision, typer.Option(
+    "--precision", rich_help_panel=PERF, help="auto: bf16 autocast on GPU, fp32 on CPU.")]
+
 
 FsOption = Annotated[Optional[float], typer.Option(
     "--fs", rich_help_panel=PANEL,

@@ -8,10 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import MinCoverageOption, with_read_options
-
-PERF = "Performance"
-
+from .options import (BatchSizeOption, DeviceOption, MinCoverageOption, ModelOption, NumWorkersOption,
+                      Precision, PrecisionOption, with_read_options)
 
 class Score(str, enum.Enum):
     raw = "raw"
@@ -27,19 +25,12 @@ class Format(str, enum.Enum):
     tsv = "tsv"
 
 
-class Precision(str, enum.Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
 @with_read_options
 def command(
     paths: Annotated[list[str], typer.Argument(
         help="ECG files, folders (searched recursively), globs, or '-' to read paths from stdin.",
         show_default=False)],
-    model: Annotated[str, typer.Option(
-        "--model", "-m", help="Model directory, registered name or hf-hub:org/repo.")] = "dbeta-base",
+    model: ModelOption = "dbeta-base",
     labels: Annotated[Optional[str], typer.Option(
         "--labels", "-l", help="Label set: a built-in name (code15, ptbxl-super, ptbxl-sub, ptbxl-form, "
         "ptbxl-rhythm, cpsc2018, chapman-rhythm) or a JSON file {CODE: description}. "
@@ -66,15 +57,10 @@ def command(
         "--keep-case", help="Do not lower-case the descriptions (the paper lower-cases them).")] = False,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Recompute the label text features instead of using $ECGTEXT_CACHE.")] = False,
-    batch_size: Annotated[int, typer.Option(
-        "--batch-size", "-b", min=1, rich_help_panel=PERF, help="Windows per model batch.")] = 32,
-    num_workers: Annotated[Optional[int], typer.Option(
-        "--num-workers", "-j", min=0, rich_help_panel=PERF,
-        help="Reading processes (default: 0 for a few records, else up to 4).", show_default=False)] = None,
-    device: Annotated[str, typer.Option(
-        "--device", rich_help_panel=PERF, help="cpu, cuda, cuda:N or auto (CUDA when available).")] = "auto",
-    precision: Annotated[Precision, typer.Option(
-        "--precision", rich_help_panel=PERF, help="auto: bf16 autocast on GPU, fp32 on CPU.")] = Precision.auto,
+    batch_size: BatchSizeOption = 32,
+    num_workers: NumWorkersOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     min_coverage: MinCoverageOption = 0.5,
     *,
     read_options=None,  # a ReadOptions, built by with_read_options from the reading options
