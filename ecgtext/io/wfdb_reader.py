@@ -2,10 +2,11 @@
 
 ``wfdb.rdheader`` spends ~15 ms per header in pandas look-ups, which alone caps
 reading at ~70 records/s. Headers of the common single-segment, format-16 kind
-(PTB-XL, CinC ``16x1+24`` MATLAB containers, PTB) are therefore parsed with
-``wfdb``'s own header grammar (``wfdb.io.header.rx_record``/``rx_signal``) and
-the samples read with ``numpy``; tests check both give exactly what
-``wfdb.rdrecord`` gives. Anything else (other formats such as MIT-BIH's 212,
+(PTB-XL, CinC ``16x1+24`` MATLAB containers, PTB) are therefore parsed with the
+header grammar below (from the WFDB header specification; it also keeps
+``import wfdb`` -- and with it pandas -- off the common path) and the samples
+read with ``numpy``; tests check both give exactly what ``wfdb.rdheader`` /
+``wfdb.rdrecord`` give. Anything else (other formats such as MIT-BIH's 212,
 multi-segment or multi-frequency records) goes through ``wfdb.rdrecord``.
 """
 
@@ -54,14 +55,38 @@ class _Header:
     comments: list[str] = field(default_factory=list)
 
 
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+# record line: name[/segments] signals [fs[/counter_fs[(base_counter)]] [samples [time [date]]]]
+_RX_RECORD = re.compile(
+    rf"(?P<name>[-\w]+)(?:/(?P<n_seg>\d+))?\s+(?P<n_sig>\d+)"
+    rf"(?:\s+(?P<fs>{_NUM})(?:/(?P<counter_freq>{_NUM})(?:\((?P<base_counter>{_NUM})\))?)?"
+    rf"(?:\s+(?P<sig_len>\d+)(?:\s+(?P<base_time>\S+)(?:\s+(?P<base_date>\S+))?)?)?)?")
+# signal line: file format[xframe][:skew][+offset] [gain[(baseline)][/units] [resolution
+#              [zero [initial [checksum [block_size [description]]]]]]]
+_RX_SIGNAL = re.compile(
+    r"(?P<file_name>\S+)\s+(?P<fmt>\d+)(?:x(?P<samps_per_frame>\d+))?(?::(?P<skew>\d+))?"
+    r"(?:\+(?P<byte_offset>\d+))?"
+    rf"(?:\s+(?P<adc_gain>{_NUM})(?:\((?P<baseline>[-+]?\d+)\))?(?:/(?P<units>\S+))?"
+    r"(?:\s+(?P<adc_res>\d+)(?:\s+(?P<adc_zero>[-+]?\d+)(?:\s+(?P<init_value>[-+]?\d+)"
+    r"(?:\s+(?P<checksum>[-+]?\d+)(?:\s+(?P<block_size>\d+)(?:\s+(?P<sig_name>.*))?)?)?)?)?)?)?")
+
+
+def _split_header(text: str) -> tuple[list[str], list[str]]:
+    """(header lines, comment lines), both stripped; blank lines dropped."""
+    lines, comments = [], []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            comments.append(line)
+        elif line:
+            lines.append(line)
+    return lines, comments
+
+
 def _parse_fast(text: str) -> _Header | None:
-    """Parse a simple header with wfdb's grammar; ``None`` if it needs full wfdb."""
-    try:
-        from wfdb.io import header as wfh
-        lines, comment_lines = wfh.parse_header_content(text)
-        rec = wfh.rx_record.fullmatch(lines[0]) if lines else None
-    except (ImportError, AttributeError):  # a wfdb without the (semi-public) grammar
-        return None
+    """Parse a simple header; ``None`` if it needs full wfdb (other formats, segments, ...)."""
+    lines, comment_lines = _split_header(text)
+    rec = _RX_RECORD.fullmatch(lines[0]) if lines else None
     if rec is None or rec["n_seg"] or not rec["fs"] or not rec["sig_len"]:
         return None
     n_sig = int(rec["n_sig"])
@@ -71,9 +96,9 @@ def _parse_fast(text: str) -> _Header | None:
                 adc_gain=[], baseline=[], units=[], sig_name=[],
                 comments=[c.strip(" \t#") for c in comment_lines])
     for line in lines[1:]:
-        m = wfh.rx_signal.fullmatch(line)
-        if (m is None or m["fmt"] != "16" or m["samps_per_frame"] not in ("", "1")
-                or m["skew"] not in ("", "0") or not m["file_name"] or not m["sig_name"]):
+        m = _RX_SIGNAL.fullmatch(line)
+        if (m is None or m["fmt"] != "16" or (m["samps_per_frame"] or "1") != "1"
+                or (m["skew"] or "0") != "0" or not m["file_name"] or not m["sig_name"]):
             return None
         gain = float(m["adc_gain"]) if m["adc_gain"] else 0.0
         if not m["adc_zero"]:
