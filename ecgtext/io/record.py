@@ -199,11 +199,11 @@ def check_plausible_mv(signal: np.ndarray, path: str, check_low: bool = True) ->
 
     ``check_low=False`` skips the too-small test (a few samples may barely move).
     """
-    with np.errstate(invalid="ignore"):
-        finite = np.where(np.isfinite(signal), signal, np.nan)
-        if np.isnan(finite).all():
-            return  # all-NaN is reported (with its own error) by prepare()
-        span = np.nanmax(finite, axis=1) - np.nanmin(finite, axis=1)
+    finite = np.where(np.isfinite(signal), signal, np.nan)
+    rows = ~np.isnan(finite).all(axis=1)  # all-NaN leads are reported by prepare()
+    if not rows.any():
+        return
+    span = np.nanmax(finite[rows], axis=1) - np.nanmin(finite[rows], axis=1)
     span = span[np.isfinite(span) & (span > 0)]
     if span.size == 0:
         return  # flat leads are reported by prepare()
