@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (BatchSizeOption, DeviceOption, MinCoverageOption, ModelOption, NumWorkersOption,
-                      Precision, PrecisionOption, with_read_options)
+                      PathsArgument, Precision, PrecisionOption, with_read_options)
+
 
 class Aggregate(str, enum.Enum):
     mean = "mean"
@@ -20,9 +21,7 @@ class Aggregate(str, enum.Enum):
 
 @with_read_options
 def command(
-    paths: Annotated[list[str], typer.Argument(
-        help="ECG files, folders (searched recursively), globs, or '-' to read paths from stdin.",
-        show_default=False)],
+    paths: PathsArgument,
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="The Parquet file to write (a directory of part files with --shard).",
         show_default=False)],

@@ -37,6 +37,9 @@ class Precision(str, enum.Enum):
 
 
 # options of the commands that run a model over ECG files (zeroshot, embed)
+PathsArgument = Annotated[list[str], typer.Argument(
+    help="ECG files, folders (searched recursively), globs, or '-' to read paths from stdin.",
+    show_default=False)]
 ModelOption = Annotated[str, typer.Option(
     "--model", "-m", help="Model directory, registered name or hf-hub:org/repo.")]
 BatchSizeOption = Annotated[int, typer.Option(

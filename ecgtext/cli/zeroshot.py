@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from .options import (BatchSizeOption, DeviceOption, MinCoverageOption, ModelOption, NumWorkersOption,
-                      Precision, PrecisionOption, with_read_options)
+                      PathsArgument, Precision, PrecisionOption, with_read_options)
+
 
 class Score(str, enum.Enum):
     raw = "raw"
@@ -27,9 +28,7 @@ class Format(str, enum.Enum):
 
 @with_read_options
 def command(
-    paths: Annotated[list[str], typer.Argument(
-        help="ECG files, folders (searched recursively), globs, or '-' to read paths from stdin.",
-        show_default=False)],
+    paths: PathsArgument,
     model: ModelOption = "dbeta-base",
     labels: Annotated[Optional[str], typer.Option(
         "--labels", "-l", help="Label set: a built-in name (code15, ptbxl-super, ptbxl-sub, ptbxl-form, "
