@@ -6,11 +6,48 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EcgTextError(Exception):
-    """Base class of all errors ecgtext raises on purpose."""
+    """Base class of all errors ecgtext raises on purpose.
+
+    Besides the one-line message every error may carry typed fields for
+    programs and for the CLI (all ``None`` when they do not apply):
+
+    - ``path``: the file (or ``"container::key"`` record) at fault;
+    - ``field``: what is wrong in domain terms (``"sampling rate"``, ``"units"``);
+    - ``value``: the offending value as read (``0.0``, ``"furlongs"``);
+    - ``option``: the :class:`~ecgtext.io.ReadOptions` field (or other option
+      name) that would fix it, without dashes (``"fs"``, ``"units"``,
+      ``"leads"``, ``"gain"``, ``"format"``, ``"lead_map"``, ``"mat_key"``,
+      ``"layout"``, ``"ignore_unknown_leads"``). Messages never name CLI flags;
+      the CLI renders ``option`` as its flag (``--fs``).
+    """
 
     exit_code = 1
+    path: str | None = None
+    field: str | None = None
+    value: Any = None
+    option: str | None = None
+
+    def __init__(self, *args: Any, path: str | None = None, field: str | None = None,
+                 value: Any = None, option: str | None = None):
+        super().__init__(*args)
+        if path is not None:
+            self.path = str(path)
+        self.field, self.value, self.option = field, value, option
+
+    def __reduce__(self):
+        # keyword-only fields survive pickling (worker processes send errors back)
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> "EcgTextError":
+    err = Exception.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigError(EcgTextError):
@@ -22,15 +59,20 @@ class ConfigError(EcgTextError):
 class InputError(EcgTextError):
     """An ECG input file cannot be turned into a model tensor.
 
-    ``path`` names the offending file; ``str(err)`` is one line that names it too.
+    ``path`` names the offending file; ``str(err)`` is one line that names it too
+    (``path: problem``); ``problem`` is the message without the path. ``field``,
+    ``value`` and ``option`` are the typed fields of :class:`EcgTextError`.
     """
 
     exit_code = 3
 
-    def __init__(self, path: str | None, problem: str):
-        self.path = None if path is None else str(path)
+    def __init__(self, path: str | None, problem: str, *, field: str | None = None,
+                 value: Any = None, option: str | None = None):
+        shown = None if path is None else str(path)
         self.problem = " ".join(str(problem).split())  # always one line
-        super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
+        super().__init__(f"{shown}: {self.problem}" if shown else self.problem,
+                         path=shown, field=field, value=value, option=option)
+        self.path = shown
 
 
 class FormatError(InputError):

@@ -101,7 +101,8 @@ def prepare(ecg: Ecg, pre: PreprocessConfig, stride: int | None = None,
     present = [lead for lead in pre.leads if lead in position]
     if not present:
         raise LeadError(ecg.path, f"none of the model's leads ({', '.join(pre.leads)}) is in the "
-                                  f"record (it has {', '.join(ecg.leads)}); map names with --lead-map")
+                                  f"record (it has {', '.join(ecg.leads)}); map names with a lead map",
+                           field="lead names", value=list(ecg.leads), option="lead_map")
     x = sig[[position[lead] for lead in present]].astype(np.float32, copy=True)
 
     finite = np.isfinite(x)

@@ -102,7 +102,7 @@ def test_specific_messages(tmp_path):
         "truncated.hea": "signal file truncated.dat is truncated: 60000 bytes, the header needs 120000",
         "nosignal.hea": "names signal file nosignal.dat, which does not exist",
         "empty.npy": "empty file",
-        "eightcols.csv": "wrong lead count: --leads names 12 leads but the CSV has 8 columns",
+        "eightcols.csv": "wrong lead count: 12 lead names given but the CSV has 8 columns",
         "zerolen.hea": "zero-length signal",
     }
     for name, text in cases.items():

@@ -9,7 +9,7 @@ says it (``ReadOptions``); what the file does state wins:
   ``II (uV)``), and a leading ``time``/``t``/``time_s`` (seconds) or ``time_ms``
   column gives the rate.
 
-Without a stated rate ``--fs`` is required; without names ``--leads``; without
+Without a stated rate the ``fs`` option is required; without names ``leads``; without
 units mV is assumed and checked for plausible amplitudes.
 """
 
@@ -37,14 +37,15 @@ _UNIT_SUFFIX = re.compile(r"^(.*?)\s*[\(\[]\s*([µμu]?V|mV|nV)\s*[\)\]]\s*$", r
 
 
 def need_fs(path: str) -> FormatError:
-    return FormatError(path, "the file does not state its sampling rate; pass --fs (Hz), "
-                             "e.g. --fs 500")
+    return FormatError(path, "the file does not state its sampling rate; give it (in Hz)",
+                       field="sampling rate", option="fs")
 
 
 def need_leads(path: str, n: int | None = None) -> LeadError:
     count = f" ({n} channels)" if n else ""
-    return LeadError(path, f"the file does not name its leads{count}; pass --leads in file order, "
-                           "e.g. --leads standard for I,II,III,aVR,aVL,aVF,V1-V6")
+    return LeadError(path, f"the file does not name its leads{count}; give their names in file "
+                           "order ('standard' is I,II,III,aVR,aVL,aVF,V1-V6)",
+                     field="lead names", value=n, option="leads")
 
 
 def resolve_units(stated: str | None, options: ReadOptions, path: str) -> tuple[str, str]:
@@ -127,7 +128,8 @@ def read_npy(path: str, options: ReadOptions) -> Ecg:
                 arrays = [k for k in keys if k not in _META_KEYS]
                 if len(arrays) != 1:
                     raise FormatError(path, f"the .npz holds {len(arrays)} arrays "
-                                            f"({', '.join(arrays) or 'none'}); pick one with --mat-key")
+                                            f"({', '.join(arrays) or 'none'}); name the one to read",
+                                      field="array", value=arrays, option="mat_key")
                 key = arrays[0]
             if key not in keys:
                 raise FormatError(path, f"no array {key!r} in the .npz (has: {', '.join(keys)})")
@@ -177,7 +179,7 @@ def _is_number(cell: str) -> bool:
 
 
 def read_csv(path: str, options: ReadOptions) -> Ecg:
-    """A CSV/TSV with one column per lead, a header row of lead names (or ``--leads``)."""
+    """A CSV/TSV with one column per lead, a header row of lead names (or the ``leads`` option)."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             text = fh.read()
@@ -235,13 +237,16 @@ def read_csv(path: str, options: ReadOptions) -> Ecg:
             raise FormatError(path, "some column headers state a unit and some do not")
         units = stated.pop() if stated else None
         if options.layout == "leads-first":
-            raise FormatError(path, "a CSV with a header has one column per lead; drop --layout")
+            raise FormatError(path, "a CSV with a header has one column per lead; it cannot be "
+                                    "read leads-first", field="layout", value=options.layout,
+                              option="layout")
         if not names:
             raise SignalError(path, "the CSV has no lead columns")
     elif options.leads is not None and options.layout is None and values.shape[1] != len(options.leads):
-        raise LeadError(path, f"wrong lead count: --leads names {len(options.leads)} leads but the "
-                              f"CSV has {values.shape[1]} columns")
-    # columns are leads unless --layout leads-first says the rows are
+        raise LeadError(path, f"wrong lead count: {len(options.leads)} lead names given but the "
+                              f"CSV has {values.shape[1]} columns", field="lead count",
+                        value=len(options.leads), option="leads")
+    # columns are leads unless layout "leads-first" says the rows are
     opts = options if options.layout else replace(options, layout="samples-first")
     return finish_array(values, path, opts, fs=fs_stated, leads=names, units=units, meta=meta)
 
@@ -253,7 +258,8 @@ def _fs_from_time(t: np.ndarray, per_second: float, path: str) -> float:
         raise FormatError(path, "the time column is not strictly increasing")
     step = float(np.median(d))
     if np.max(np.abs(d - step)) > 0.01 * step:
-        raise FormatError(path, "the time column is not uniformly spaced; resample the file or "
-                                "drop the column and pass --fs")
+        raise FormatError(path, "the time column is not uniformly spaced; resample the file, or "
+                                "drop the column and give the sampling rate",
+                          field="sampling rate", option="fs")
     fs = per_second / step
     return float(round(fs)) if abs(fs - round(fs)) < 1e-3 * fs else fs

@@ -2,7 +2,7 @@
 
 CODE-15% (``exams_part*.hdf5``): dataset ``tracings`` of shape
 (N, 4096, 12) float32 and ``exam_id`` (N,). What we assume, since the file
-states none of it (each overridable with ``--fs``/``--leads``/``--units``):
+states none of it (each overridable with the ``fs``/``leads``/``units`` options):
 
 - 400 Hz; leads in the order I, II, III, aVR, aVL, aVF, V1-V6 (the authors'
   ``DI, DII, DIII, AVR, AVL, AVF, V1..V6``);
@@ -18,7 +18,7 @@ states none of it (each overridable with ``--fs``/``--leads``/``--units``):
 
 Each exam is a record ``"file.hdf5::<exam_id>"`` (the row index when there is
 no ``exam_id``). Other HDF5 files: a 2-D dataset is one record, a 3-D one is
-one record per row; pick the dataset with ``--mat-key`` if there are several,
+one record per row; pick the dataset with the ``mat_key`` option if there are several,
 and state rate/leads via dataset or file attributes (``fs``, ``leads``,
 ``units``) or options.
 """
@@ -83,7 +83,8 @@ class _Container:
                      and obj.ndim in (2, 3) and obj.dtype.kind in "iuf" else None)
         if len(found) != 1:
             raise FormatError(self.path, f"the HDF5 file holds {len(found)} candidate signal datasets "
-                                         f"({', '.join(found) or 'none'}); pick one with --mat-key")
+                                         f"({', '.join(found) or 'none'}); name the one to read",
+                              field="dataset", value=found, option="mat_key")
         return found[0], f[found[0]]
 
     def _keys(self) -> tuple[list[str], list[int]]:

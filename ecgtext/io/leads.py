@@ -13,7 +13,7 @@ expect aVF before aVL, most files store aVL first.
 - Anything else is unknown and a :class:`LeadError` unless mapped
   (``lead_map``) or dropped (``ignore_unknown_leads``). In particular ``MLII``
   (MIT-BIH's *modified* limb lead II, electrodes on the torso) is not lead II:
-  map it yourself (``--lead-map MLII=II``) if the approximation is acceptable.
+  map it yourself (lead map ``MLII=II``) if the approximation is acceptable.
   ``-aVR`` (Cabrera's inverted aVR) is unknown too, rather than silently
   sign-flipped.
 """
@@ -103,7 +103,8 @@ def resolve_leads(names: Sequence[str], options: "ReadOptions", path: str) -> Le
                 continue
             canon = canonical_lead(mapped)
             if canon is None:
-                raise LeadError(path, f"lead map {name}={mapped}: {mapped!r} is not a lead name we know")
+                raise LeadError(path, f"lead map {name}={mapped}: {mapped!r} is not a lead name we know",
+                                field="lead map", value=mapped, option="lead_map")
         else:
             canon = canonical_lead(name)
         if canon is None:
@@ -114,7 +115,8 @@ def resolve_leads(names: Sequence[str], options: "ReadOptions", path: str) -> Le
             continue
         if canon in origin:
             raise LeadError(path, f"lead {canon} appears twice (channels {origin[canon]!r} and {name!r}); "
-                                  f"drop one with --lead-map '{name}=-'")
+                                  f"drop one with the lead map '{name}=-'",
+                            field="lead names", value=canon, option="lead_map")
         origin[canon] = name
         sel.keep.append(i)
         sel.leads.append(canon)
@@ -122,10 +124,11 @@ def resolve_leads(names: Sequence[str], options: "ReadOptions", path: str) -> Le
         if not options.ignore_unknown_leads:
             shown = ", ".join(repr(u) for u in unknown)
             example = f"{unknown[0]}=II" if unknown[0].upper() == "MLII" else f"{unknown[0]}=<lead>"
-            raise LeadError(path, f"unknown lead name(s) {shown}; map them to standard names with "
-                                  f"--lead-map '{example}' (one per lead) or drop them with "
-                                  "--ignore-unknown-leads (known: I, II, III, aVR, aVL, aVF, V1-V6 "
-                                  "and aliases such as DI, AVR, 'Lead II')")
+            raise LeadError(path, f"unknown lead name(s) {shown}; map them to standard names with a "
+                                  f"lead map such as '{example}' (one per lead) or ignore unknown "
+                                  "leads (known: I, II, III, aVR, aVL, aVF, V1-V6 "
+                                  "and aliases such as DI, AVR, 'Lead II')",
+                            field="lead names", value=list(unknown), option="lead_map")
         sel.ignored.extend(unknown)
     if not sel.keep:
         raise LeadError(path, f"no usable leads: all channels ({', '.join(map(str, names))}) were "

@@ -3,10 +3,10 @@
 - CPSC 2018 layout: a struct ``ECG`` with ``data`` (12 x samples, mV) and
   ``sex``/``age`` fields. The file does not state rate or lead order; the
   dataset documents 500 Hz and I, II, III, aVR, aVL, aVF, V1-V6, which we use
-  unless ``--fs``/``--leads`` say otherwise.
+  unless the ``fs``/``leads`` options say otherwise.
 - Any other numeric variable (``val`` preferred, else the only array, else
-  ``--mat-key``), e.g. Chapman-Shaoxing's ``val`` (5000 x 12, µV): needs
-  ``--fs`` and ``--leads`` (and ``--units uV`` for µV; mV is assumed and
+  the ``mat_key`` option), e.g. Chapman-Shaoxing's ``val`` (5000 x 12, µV): needs
+  ``fs`` and ``leads`` (and ``units="uV"`` for µV; mV is assumed and
   checked).
 - MATLAB v7.3 files (HDF5 inside) are read with ``h5py``; MATLAB stores
   column-major, so arrays are transposed back to MATLAB's shape.
@@ -115,7 +115,8 @@ def read_mat(path: str, options: ReadOptions) -> Ecg:
             arrays = [k for k, v in variables.items() if _is_numeric(v) or _struct_fields(v)]
             if len(arrays) != 1:
                 raise FormatError(path, f"the .mat holds {len(arrays)} candidate arrays "
-                                        f"({', '.join(sorted(variables))}); pick one with --mat-key")
+                                        f"({', '.join(sorted(variables))}); name the one to read",
+                                  field="variable", value=arrays, option="mat_key")
             key = arrays[0]
     if key not in variables:
         raise FormatError(path, f"no variable {key!r} in the .mat (has: {', '.join(sorted(variables))})")

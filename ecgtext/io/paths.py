@@ -75,7 +75,8 @@ def detect_format(path: str, forced: str | None = None) -> str:
                                      f"{os.path.basename(os.path.splitext(path)[0])}.hea")
     shown = ext or "(none)"
     raise FormatError(path, f"unknown extension {shown}; expected .hea (WFDB), .mat, .h5/.hdf5, "
-                            ".npy/.npz or .csv, or pass --input-format")
+                            ".npy/.npz or .csv, or state the input format",
+                      field="format", value=shown, option="format")
 
 
 def _canonical(path: str) -> str:

@@ -82,7 +82,8 @@ class ReadOptions:
 
     def __post_init__(self):
         if self.fs is not None and not (np.isfinite(self.fs) and self.fs > 0):
-            raise ConfigError(f"sampling rate must be a positive number of Hz, got {self.fs!r}")
+            raise ConfigError(f"sampling rate must be a positive number of Hz, got {self.fs!r}",
+                              field="sampling rate", value=self.fs, option="fs")
         if self.leads is not None:
             self.leads = parse_lead_list(self.leads)
         if self.gain is not None:
@@ -96,7 +97,8 @@ class ReadOptions:
             if self.units.lower() == "adc":
                 self.units = "adc"
                 if self.gain is None:
-                    raise ConfigError("units 'adc' need a gain (ADC units per mV), e.g. --gain 1000")
+                    raise ConfigError("units 'adc' need a gain (ADC units per mV), e.g. 1000",
+                                      field="gain", option="gain")
             elif self.gain is not None:
                 raise ConfigError(f"a gain only applies to units 'adc', not {self.units!r}")
         if self.layout is not None and self.layout not in LAYOUTS:
@@ -121,8 +123,9 @@ def unit_scale(units: str, gain: float | None, path: str) -> float:
         return 1.0 / float(gain)  # ReadOptions guarantees a gain with "adc"
     scale = mv_per_unit(units)
     if scale is None:  # options are validated up front, so this is the file's unit
-        raise FormatError(path, f"an ECG channel is in units {units!r}, not V, mV or uV; "
-                                "if its values are voltages, say which unit with --units")
+        raise FormatError(path, f"an ECG channel is in units {units!r}, not V, mV, uV or nV; "
+                                "if its values are voltages, state their unit",
+                          field="units", value=units, option="units")
     return scale
 
 
@@ -146,16 +149,18 @@ def orient(array: np.ndarray, n_leads: int | None, layout: str | None, path: str
             layout = "samples-first"
         elif n_leads is not None and rows != n_leads and cols != n_leads:
             raise LeadError(path, f"wrong lead count: {n_leads} lead name(s) given but the array is "
-                                  f"{rows} x {cols}; check --leads")
+                                  f"{rows} x {cols}", field="lead count", value=n_leads, option="leads")
         elif default_layout is not None:
             layout = default_layout
         else:
             raise SignalError(path, f"cannot tell which axis of the {rows} x {cols} array holds the "
-                                    "leads; pass --layout leads-first or --layout samples-first")
+                                    "leads; state the layout (leads-first or samples-first)",
+                              field="layout", option="layout")
     out = a if layout == "leads-first" else a.T
     if n_leads is not None and out.shape[0] != n_leads:
         raise LeadError(path, f"wrong lead count: {n_leads} lead name(s) given but the array has "
-                              f"{out.shape[0]} leads in layout {layout}; check --leads / --layout")
+                              f"{out.shape[0]} leads in layout {layout}",
+                        field="lead count", value=n_leads, option="leads")
     return out
 
 
@@ -210,14 +215,16 @@ def check_plausible_mv(signal: np.ndarray, path: str, check_low: bool = True) ->
     med = float(np.median(span))
     low, high = _PLAUSIBLE_RANGE_MV
     if med > high:
-        hint = "µV (--units uV)" if med < 5e4 else "ADC counts (--units adc --gain G)"
+        hint = "µV (units uV)" if med < 5e4 else "ADC counts (units adc with a gain)"
         raise SignalError(path, f"the file does not state its units and values span {med:.4g} "
-                                f"per lead, too large for mV: they look like {hint}; pass --units "
-                                "(or --units mV if they really are millivolts)")
+                                f"per lead, too large for mV: they look like {hint}; state the units "
+                                "(mV if they really are millivolts)",
+                          field="units", value=med, option="units")
     if check_low and med < low:
         raise SignalError(path, f"the file does not state its units and values span only {med:.3g} "
-                                "per lead, too small for mV: they look like volts; pass --units V "
-                                "(or --units mV if they really are millivolts)")
+                                "per lead, too small for mV: they look like volts; state the units "
+                                "(mV if they really are millivolts)",
+                          field="units", value=med, option="units")
 
 
 def standard_leads() -> list[str]:
