@@ -22,13 +22,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from ..config import STANDARD_LEADS
 from ..errors import ConfigError, LeadError
 
-if TYPE_CHECKING:
-    from .record import ReadOptions
+
+class LeadOptions(Protocol):
+    """What :func:`resolve_leads` reads from the options (``ReadOptions`` has both).
+
+    A protocol rather than ``ReadOptions`` itself, so ``leads`` never imports
+    ``record`` (which imports ``leads``): the dependency points one way.
+    """
+
+    lead_map: Mapping[str, str]
+    ignore_unknown_leads: bool
 
 FRANK_LEADS: tuple[str, ...] = ("vx", "vy", "vz")
 EXTRA_LEADS: tuple[str, ...] = ("V7", "V8", "V9", "V3R", "V4R", "V5R", "V6R")
@@ -83,7 +91,7 @@ class LeadSelection:
     ignored: list[str] = field(default_factory=list)
 
 
-def resolve_leads(names: Sequence[str], options: "ReadOptions", path: str) -> LeadSelection:
+def resolve_leads(names: Sequence[str], options: LeadOptions, path: str) -> LeadSelection:
     """Map file channel names (after ``options.lead_map``) to canonical lead names.
 
     Raises :class:`LeadError` for unknown names (unless mapped or
