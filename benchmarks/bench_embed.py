@@ -92,8 +92,8 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ecgtext.embed import run_embed
-    from ecgtext.inference import load_ecg_model
+    from ecgtext.inference.embed import run_embed
+    from ecgtext.inference.engine import load_ecg_model
 
     paths = find_records(args.records)
     with tempfile.TemporaryDirectory() as tmp:

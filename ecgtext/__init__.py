@@ -17,6 +17,11 @@ __all__ = [
     "EcgTextError",
     "load_dataset",
     "evaluate_zeroshot",
+    "run_zeroshot",
+    "run_embed",
+    "run_probe",
+    "ReadOptions",
+    "Ecg",
 ]
 
 _LAZY = {
@@ -26,8 +31,13 @@ _LAZY = {
     "iter_records": ("ecgtext.io", "iter_records"),
     "prepare": ("ecgtext.preprocess", "prepare"),
     "EcgTextError": ("ecgtext.errors", "EcgTextError"),
-    "load_dataset": ("ecgtext.datasets", "load_dataset"),
-    "evaluate_zeroshot": ("ecgtext.evaluate", "evaluate_zeroshot"),
+    "load_dataset": ("ecgtext.evaluation.datasets", "load_dataset"),
+    "evaluate_zeroshot": ("ecgtext.evaluation.zeroshot", "evaluate_zeroshot"),
+    "run_zeroshot": ("ecgtext.inference.zeroshot", "run_zeroshot"),
+    "run_embed": ("ecgtext.inference.embed", "run_embed"),
+    "run_probe": ("ecgtext.evaluation.probe", "run_probe"),
+    "ReadOptions": ("ecgtext.io", "ReadOptions"),
+    "Ecg": ("ecgtext.io", "Ecg"),
 }
 
 

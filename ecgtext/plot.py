@@ -56,7 +56,7 @@ def plot_ecg(ecg: "Ecg", out: str | os.PathLike, top: Sequence[tuple[str, float]
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MultipleLocator
 
-    from .cache import atomic_path
+    from ecgtext.fsutil import atomic_path
     from .io.leads import canonical_lead
 
     by_name = {}
@@ -139,3 +139,41 @@ def plot_name(path: str) -> str:
     container, key = split_key(path)
     stem = os.path.splitext(os.path.basename(container))[0] or os.path.basename(container)
     return f"{stem}_{key}.png" if key is not None else f"{stem}.png"
+
+
+def plot_roc(Y: np.ndarray, S: np.ndarray, classes: Sequence[str], path: str, title: str = "") -> str:
+    """Write one ROC curve per evaluable class to ``path`` (PNG via matplotlib's Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    from sklearn.metrics import auc as area
+
+    from ecgtext.fsutil import atomic_path
+
+    curves = {}
+    for j, c in enumerate(classes):
+        # a class with one outcome in the split has no ROC curve
+        if 0 < Y[:, j].sum() < len(Y):
+            curves[j] = roc_curve(Y[:, j], S[:, j])[:2]
+    auc = np.full(len(classes), np.nan)
+    for j, (fpr, tpr) in curves.items():
+        auc[j] = area(fpr, tpr)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for j, c in enumerate(classes):
+        if j not in curves:
+            continue
+        fpr, tpr = curves[j]
+        ax.plot(fpr, tpr, lw=1.2, label=f"{c} ({100 * auc[j]:.1f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title or f"ROC, macro AUROC {100 * np.nanmean(auc) if curves else float('nan'):.2f}")
+    ax.legend(fontsize=7, loc="lower right", ncol=1 + sum(~np.isnan(auc)) // 12)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return str(path)

@@ -18,14 +18,14 @@ from conftest import SHARED_DATA, TINY_DIR
 
 @functools.lru_cache(maxsize=1)
 def tiny_ecg_model():
-    from ecgtext.inference import load_ecg_model
+    from ecgtext.inference.engine import load_ecg_model
 
     return load_ecg_model(TINY_DIR)
 
 
 def features_file(tmp_path_factory, name: str, paths: list[str]) -> Path:
     """``<session tmp>/features/<name>.parquet`` embedded with the tiny model (computed once)."""
-    from ecgtext.embed import run_embed
+    from ecgtext.inference.embed import run_embed
 
     out = tmp_path_factory.getbasetemp() / "features" / f"{name}.parquet"
     if not out.exists():

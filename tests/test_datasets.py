@@ -14,8 +14,8 @@ import pytest
 from conftest import TESTDATA, shared_data
 from probe_helpers import write_code15
 
-from ecgtext.datasets import load_dataset, read_split_files, stratified_split
-from ecgtext.datasets.snomed import EQUIVALENT_CODES, class_name, codes_for_abbreviation, scored_classes
+from ecgtext.evaluation.datasets import load_dataset, read_split_files, stratified_split
+from ecgtext.evaluation.datasets.snomed import EQUIVALENT_CODES, class_name, codes_for_abbreviation, scored_classes
 from ecgtext.errors import DataError
 
 
@@ -94,7 +94,7 @@ def test_ptbxl_unknown_task_and_missing_folder():
 
 # --------------------------------------------------------------------------- CinC
 def test_snomed_tables_ship_unchanged_with_their_licence():
-    import ecgtext.datasets as pkg
+    import ecgtext.evaluation.datasets as pkg
 
     here = Path(pkg.__file__).parent / "snomed"
     assert (here / "LICENSE").read_text().startswith("BSD 2-Clause")

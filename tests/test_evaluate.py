@@ -11,10 +11,10 @@ from sklearn.metrics import roc_auc_score
 from conftest import TESTDATA, TINY_DIR, shared_data
 from probe_helpers import cinc_paths, features_file, ptbxl_paths, tiny_ecg_model, write_code15
 
-from ecgtext.datasets import load_dataset
-from ecgtext.datasets.features import read_feature_parquet
+from ecgtext.evaluation.datasets import load_dataset
+from ecgtext.evaluation.datasets.features import read_feature_parquet
 from ecgtext.errors import ConfigError, DataError
-from ecgtext.evaluate import evaluate_zeroshot, match_descriptions, zeroshot_dataset
+from ecgtext.evaluation.zeroshot import evaluate_zeroshot, match_descriptions, zeroshot_dataset
 from ecgtext.labels import load_label_set
 
 
@@ -115,7 +115,7 @@ def test_code15_zero_shot_from_an_hdf5_of_real_records(tmp_path):
     rep = ev.report
     assert ev.keys == ds.keys and rep["n_test"] == len(recs)
     text = _text_features(load_label_set("code15"))
-    from ecgtext.inference import embed_paths
+    from ecgtext.inference.engine import embed_paths
 
     X, keys, errs = embed_paths(ds.keys, tiny_ecg_model())
     assert not errs and keys == ds.keys
@@ -126,7 +126,7 @@ def test_code15_zero_shot_from_an_hdf5_of_real_records(tmp_path):
             assert c in rep["skipped_classes"]
         else:
             assert rep["per_class"][c]["auroc"] == pytest.approx(roc_auc_score(y, S[:, j]), abs=1e-5)
-    from ecgtext.probe import ProbeConfig, run_probe
+    from ecgtext.evaluation.probe import ProbeConfig, run_probe
 
     with pytest.raises(DataError, match="no training split"):
         run_probe(ds, ProbeConfig(), model_source=str(TINY_DIR))

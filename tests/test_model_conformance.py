@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import ecgtext
-from ecgtext import losses as L
+from ecgtext.model import losses as L
 from ecgtext.model.dbeta import pretraining_losses
 
 from conftest import CONFORMANCE, TINY_DIR

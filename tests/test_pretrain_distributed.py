@@ -58,7 +58,7 @@ def test_torchrun_two_processes(tmp_path):
 
 GATHER_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
-    from ecgtext.losses import ets_loss
+    from ecgtext.model.losses import ets_loss
     from ecgtext.pretrain.trainer import Dist, make_gather_text
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -87,7 +87,7 @@ def test_gathered_contrastive_gradient_matches_single_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 
-    from ecgtext.losses import ets_loss
+    from ecgtext.model.losses import ets_loss
 
     g = torch.Generator().manual_seed(0)
     ecg_all = torch.randn(5, 8, generator=g).requires_grad_(True)

@@ -11,7 +11,7 @@ import torch
 from conftest import CONFORMANCE, TESTDATA, TINY_DIR
 from ecgtext.errors import ConfigError, InputError
 from ecgtext.labels import load_label_set
-from ecgtext.zeroshot import (ZeroShotResult, cached_label_features, label_cache_key, label_features,
+from ecgtext.inference.zeroshot import (ZeroShotResult, cached_label_features, label_cache_key, label_features,
                               run_zeroshot, score)
 
 EXPECTED = json.loads((CONFORMANCE / "tiny_records_expected.json").read_text())
@@ -68,7 +68,7 @@ def test_cache_key_tracks_what_changes_the_features(tiny_copy):
 
 
 def test_a_corrupt_cache_entry_is_recomputed(full_model):
-    from ecgtext.cache import cache_dir
+    from ecgtext.fsutil import cache_dir
 
     labels = {"X": "a label only this test uses."}
     key = label_cache_key(TINY_DIR, labels)

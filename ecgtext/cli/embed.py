@@ -57,7 +57,7 @@ def command(
 
     Example: find data -name '*.hea' | ecgtext embed - -o emb.parquet
     """
-    from ..embed import parse_shard, run_embed
+    from ecgtext.inference.embed import parse_shard, run_embed
     from ..errors import InputError
     from ..io import expand_paths
     from .output import Progress, summary_line

@@ -182,13 +182,13 @@ def command(
         x for x in (ds.name, ds.task, mode) if x)
     common = dict(read_options=read_options, num_workers=num_workers, device=device, precision=precision)
     if zeroshot:
-        from ..evaluate import run_zeroshot_evaluation
+        from ecgtext.evaluation.zeroshot import run_zeroshot_evaluation
 
         report = run_zeroshot_evaluation(ds, model or "dbeta-base", labels or _default_labels(ds, classes),
                                          features=features, batch_size=embed_batch_size, out_dir=out,
                                          plot=plot, **common).report
     else:
-        from ..probe import ProbeConfig, run_probe
+        from ecgtext.evaluation.probe import ProbeConfig, run_probe
 
         cfg = ProbeConfig(fraction=fraction, seeds=seed_list, head=head.value, epochs=epochs, lr=lr,
                           batch_size=batch_size, weight_decay=weight_decay, missing_class=missing_class.value)
@@ -203,7 +203,7 @@ def command(
 
 def _load(kind, inputs, task, rate, classes, split_file, split_seed, data_root, path_column, label_column,
           label_columns):
-    from ..datasets import load_dataset
+    from ecgtext.evaluation.datasets import load_dataset
 
     opts: dict[str, Any] = {}
     if kind == "ptbxl":
@@ -309,7 +309,7 @@ def _print_report(r: dict) -> None:
 
 def _predict(inputs, head_dir, model, features, read_options, fmt, batch_size, num_workers, device, precision):
     from ..errors import ConfigError
-    from ..probe import predict_records
+    from ecgtext.evaluation.probe import predict_records
 
     if not inputs and features is None:
         raise ConfigError("--predict needs ECG files (or --features FILE.parquet)")

@@ -82,7 +82,7 @@ def command(
     from ..errors import ConfigError, InputError
     from ..io import expand_paths
     from ..labels import load_label_set, parse_inline_labels
-    from ..zeroshot import run_zeroshot
+    from ecgtext.inference.zeroshot import run_zeroshot
     from .output import ResultWriter, default_format, report_error, summary_line
 
     label_set: dict[str, str] = {}

@@ -112,32 +112,3 @@ def evaluate_scores(Y: np.ndarray, S: np.ndarray, classes: Sequence[str],
 
 def _num(x: float) -> float | None:
     return None if x is None or np.isnan(x) else float(x)
-
-
-def plot_roc(Y: np.ndarray, S: np.ndarray, classes: Sequence[str], path: str, title: str = "") -> str:
-    """Write one ROC curve per evaluable class to ``path`` (PNG via matplotlib's Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    from .cache import atomic_path
-
-    auc = auroc_per_class(Y, S)
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for j, c in enumerate(classes):
-        if np.isnan(auc[j]):
-            continue
-        fpr, tpr, _ = roc_curve(Y[:, j], S[:, j])
-        ax.plot(fpr, tpr, lw=1.2, label=f"{c} ({100 * auc[j]:.1f})")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title or f"ROC, macro AUROC {100 * macro(auc):.2f}")
-    ax.legend(fontsize=7, loc="lower right", ncol=1 + sum(~np.isnan(auc)) // 12)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return str(path)

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .datasets.base import SPLITS, LabelledDataset, record_id
-from .errors import ConfigError, DataError, ModelError
-from .metrics import auroc_per_class, best_f1_threshold, evaluate_scores, macro, skip_reason
+from ecgtext.evaluation.datasets.base import SPLITS, LabelledDataset, record_id
+from ecgtext.errors import ConfigError, DataError, ModelError
+from ecgtext.evaluation.metrics import auroc_per_class, best_f1_threshold, evaluate_scores, macro, skip_reason
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .datasets.features import DatasetFeatures
+    from ecgtext.evaluation.datasets.features import DatasetFeatures
 
 HEADS = ("linear", "sklearn")
 MISSING_CLASS = ("error", "redraw", "keep")
@@ -120,7 +120,7 @@ class LinearHead:
         """Write ``head.safetensors`` (weight, bias) and ``head.json`` (classes, thresholds, provenance)."""
         from safetensors.numpy import save_file
 
-        from .cache import atomic_path, atomic_write_text
+        from ecgtext.fsutil import atomic_path, atomic_write_text
 
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
@@ -438,7 +438,7 @@ def write_splits(ds: LabelledDataset, path: str | os.PathLike, subsets: dict[int
     record was in the training subset. Readable back with ``--split-file``."""
     import pandas as pd
 
-    from .cache import atomic_path
+    from ecgtext.fsutil import atomic_path
 
     df = pd.DataFrame({"key": ds.keys, "record": [record_id(k) for k in ds.keys], "split": ds.split,
                        "labels": [";".join(c for c, y in zip(ds.classes, row) if y) for row in ds.Y]})
@@ -455,7 +455,7 @@ def write_predictions(result: ProbeResult, classes: Sequence[str], path: str | o
     """``predictions.csv``: per test record and seed, labels and probabilities per class."""
     import pandas as pd
 
-    from .cache import atomic_path
+    from ecgtext.fsutil import atomic_path
 
     frames = []
     for seed, P in zip(result.report["seeds"], result.P_test):
@@ -473,8 +473,8 @@ def write_predictions(result: ProbeResult, classes: Sequence[str], path: str | o
 def save_outputs(result: ProbeResult, ds: LabelledDataset, out_dir: str | os.PathLike, *,
                  save_head: str | os.PathLike | None = None, plot: str | os.PathLike | None = None) -> dict[str, str]:
     """Write ``splits.csv``, ``predictions.csv``, ``result.json`` (and a head / ROC plot) to ``out_dir``."""
-    from .cache import atomic_write_text
-    from .metrics import plot_roc
+    from ecgtext.fsutil import atomic_write_text
+    from ecgtext.plot import plot_roc
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -500,7 +500,7 @@ def run_probe(ds: LabelledDataset, config: ProbeConfig | None = None, *,
               plot: str | os.PathLike | None = None) -> ProbeResult:
     """Features (read from ``features`` or computed with ``model_source``) -> :func:`fit_probe`
     -> outputs in ``out_dir`` (``splits.csv``, ``predictions.csv``, ``result.json``)."""
-    from .datasets.features import dataset_features
+    from ecgtext.evaluation.datasets.features import dataset_features
 
     cfg = config or ProbeConfig()
     if ds.counts()["train"] == 0:  # fail before spending minutes on features
@@ -508,7 +508,7 @@ def run_probe(ds: LabelledDataset, config: ProbeConfig | None = None, *,
                         f"({'test only: use --zeroshot' if ds.name == 'code15' else 'give a split file'})")
     model = None
     if features is None:
-        from .inference import load_ecg_model
+        from ecgtext.inference.engine import load_ecg_model
 
         model = load_ecg_model(model_source or "dbeta-base", device=device)
     feats = dataset_features(ds, features=features, model=model, model_source=model_source,
@@ -521,7 +521,7 @@ def run_probe(ds: LabelledDataset, config: ProbeConfig | None = None, *,
     if out_dir is not None:
         save_outputs(result, feats.dataset, out_dir, save_head=save_head, plot=plot)
     elif save_head is not None or plot is not None:
-        from .metrics import plot_roc
+        from ecgtext.plot import plot_roc
 
         if save_head is not None:
             result.heads[0].save(save_head)
@@ -552,7 +552,7 @@ def predict_records(head_dir: str | os.PathLike, paths: Sequence[str], *, model_
     (``model_source`` overrides; different weights are a :class:`ModelError`).
     Returns (rows, one-line errors for records that failed, the head).
     """
-    from .datasets.features import model_info, read_feature_parquet
+    from ecgtext.evaluation.datasets.features import model_info, read_feature_parquet
 
     head = LinearHead.load(head_dir)
     trained_on = head.info.get("model") or {}
@@ -563,7 +563,7 @@ def predict_records(head_dir: str | os.PathLike, paths: Sequence[str], *, model_
             raise ModelError(f"{features}: features come from {table.model.get('id') or table.model.get('name')}, "
                              f"the head was trained on {trained_on.get('id') or trained_on.get('name')}")
         if paths:
-            from .datasets.base import record_path_key
+            from ecgtext.evaluation.datasets.base import record_path_key
 
             pos = {record_path_key(k): i for i, k in enumerate(table.keys)}
             idx, keys = [], []
@@ -578,7 +578,7 @@ def predict_records(head_dir: str | os.PathLike, paths: Sequence[str], *, model_
         else:
             X, keys = table.X, table.keys
     else:
-        from .inference import embed_paths, load_ecg_model
+        from ecgtext.inference.engine import embed_paths, load_ecg_model
 
         source = model_source or trained_on.get("source") or trained_on.get("model_dir")
         if not source:

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .datasets.base import LabelledDataset
-from .errors import ConfigError, DataError
-from .metrics import evaluate_scores
+from ecgtext.evaluation.datasets.base import LabelledDataset
+from ecgtext.errors import ConfigError, DataError
+from ecgtext.evaluation.metrics import evaluate_scores
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .io import ReadOptions
-    from .model.dbeta import DBeta
+    from ecgtext.io import ReadOptions
+    from ecgtext.model.dbeta import DBeta
 
 
 def match_descriptions(classes: Sequence[str], labels: Mapping[str, str]) -> dict[str, str]:
@@ -56,7 +56,7 @@ class ZeroShotEvaluation:
 def _label_dict(label_set: str | Mapping[str, str]) -> tuple[dict[str, str], str]:
     if isinstance(label_set, Mapping):
         return dict(label_set), "custom"
-    from .labels import load_label_set
+    from ecgtext.labels import load_label_set
 
     return load_label_set(str(label_set)), str(label_set)
 
@@ -67,9 +67,9 @@ def zeroshot_dataset(dataset: LabelledDataset, model: "DBeta | str | os.PathLike
                      batch_size: int = 32, num_workers: int = 0, device: str | None = None,
                      precision: str = "auto") -> ZeroShotEvaluation:
     """Zero-shot scores and metrics for ``dataset``'s ``split`` (see :func:`evaluate_zeroshot`)."""
-    from .datasets.features import dataset_features, model_info
-    from .model.dbeta import DBeta
-    from .zeroshot import label_features, score
+    from ecgtext.evaluation.datasets.features import dataset_features, model_info
+    from ecgtext.model.dbeta import DBeta
+    from ecgtext.inference.zeroshot import label_features, score
 
     labels, label_name = _label_dict(label_set)
     rows = dataset.indices(split)
@@ -85,7 +85,7 @@ def zeroshot_dataset(dataset: LabelledDataset, model: "DBeta | str | os.PathLike
         if isinstance(model, DBeta):
             ecg_model = model
         else:
-            from .inference import load_ecg_model
+            from ecgtext.inference.engine import load_ecg_model
 
             ecg_model = load_ecg_model(model, device=device)
     feats = dataset_features(dataset, features=features, model=ecg_model,
@@ -136,8 +136,8 @@ def zeroshot_dataset(dataset: LabelledDataset, model: "DBeta | str | os.PathLike
 
 def _source_info(source: Any) -> dict[str, Any]:
     try:
-        from .inference import model_identity
-        from .model.loading import resolve_source
+        from ecgtext.inference.engine import model_identity
+        from ecgtext.model.loading import resolve_source
 
         ident = model_identity(resolve_source(source))
         return {"source": str(source), "name": ident.name, "weights_sha256": ident.weights_sha256,
@@ -164,9 +164,9 @@ def save_zeroshot_outputs(ev: ZeroShotEvaluation, dataset: LabelledDataset, out_
     """Write ``splits.csv``, ``scores.csv`` and ``result.json`` (and a ROC plot) to ``out_dir``."""
     import pandas as pd
 
-    from .cache import atomic_path, atomic_write_text
-    from .metrics import plot_roc
-    from .probe import write_splits
+    from ecgtext.fsutil import atomic_path, atomic_write_text
+    from ecgtext.plot import plot_roc
+    from ecgtext.evaluation.probe import write_splits
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,7 +196,7 @@ def run_zeroshot_evaluation(dataset: LabelledDataset, model: "DBeta | str | os.P
     if out_dir is not None:
         save_zeroshot_outputs(ev, dataset, out_dir, plot=plot)
     elif plot is not None:
-        from .metrics import plot_roc
+        from ecgtext.plot import plot_roc
 
         plot_roc(ev.Y, ev.S, ev.classes, str(plot), title=f"zero-shot {ev.report['dataset']}")
     return ev

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
-from .cache import atomic_write_text, cache_dir, file_sha256
-from .config import ModelDirConfig, load_json_resource, load_preset
-from .errors import ConfigError, EcgTextError, HubError, ModelError
-from .model.tokenizer import TOKENIZER_FILES
+from ecgtext.fsutil import atomic_write_text, cache_dir, file_sha256
+from ecgtext.config import ModelDirConfig, load_json_resource, load_preset
+from ecgtext.errors import ConfigError, EcgTextError, HubError, ModelError
+from ecgtext.model.tokenizer import TOKENIZER_FILES
 
 DEFAULT_MODEL = "dbeta-base"
 DEFAULT_PRESET = "dbeta-base"  # architecture of a published-format checkpoint that brings no config
@@ -532,8 +532,8 @@ def read_verified_checkpoint(path: str | os.PathLike, config: ModelDirConfig, wh
     """
     import torch
 
-    from .model.dbeta import TOLERATED_EXTRA_KEYS, DBeta
-    from .model.loading import load_state_strict, read_checkpoint
+    from ecgtext.model.dbeta import TOLERATED_EXTRA_KEYS, DBeta
+    from ecgtext.model.loading import load_state_strict, read_checkpoint
 
     try:
         sd = read_checkpoint(path)
@@ -670,7 +670,7 @@ def _api():
 
 
 def _version() -> str:
-    from . import __version__
+    from ecgtext import __version__
 
     return __version__
 

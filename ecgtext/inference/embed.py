@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from . import __version__
-from .errors import ConfigError, InputError
+from ecgtext import __version__
+from ecgtext.errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
-    from .io import ReadOptions
-    from .model.dbeta import DBeta
+    from ecgtext.io import ReadOptions
+    from ecgtext.model.dbeta import DBeta
 
 META_KEY = b"ecgtext"
 FINAL_ROW_GROUP = 8192  # rows per row group of the merged file (~25 MB at D = 768)
@@ -100,7 +100,7 @@ def output_layout(out: str | os.PathLike, shard: tuple[int, int] | None) -> tupl
 
 def record_key(path: str) -> str:
     """Path identity for resuming: absolute container path (+ ``::exam``)."""
-    from .io.paths import KEY_SEP, split_key
+    from ecgtext.io.paths import KEY_SEP, split_key
 
     container, key = split_key(path)
     base = os.path.normcase(os.path.abspath(container))
@@ -212,7 +212,7 @@ def _merge(final: Path, parts: list[Path], schema: "pa.Schema") -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from .cache import atomic_path
+    from ecgtext.fsutil import atomic_path
 
     sources = ([final] if final.exists() else []) + parts
     seen: set[str] = set()
@@ -254,8 +254,8 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
     missing_leads, model, embedding`` (fixed_size_list<float32>[D]).
     ``on_start(todo, skipped)`` and ``on_record(path, error_or_None)`` report progress.
     """
-    from .inference import AGGREGATES, expand_records, iter_features, load_ecg_model, model_identity
-    from .inference import ReadFailure, resolve_device
+    from ecgtext.inference.engine import AGGREGATES, expand_records, iter_features, load_ecg_model, model_identity
+    from ecgtext.inference.engine import ReadFailure, resolve_device
 
     if aggregate not in AGGREGATES:
         raise ConfigError(f"unknown aggregation {aggregate!r}; expected one of {', '.join(AGGREGATES)}")
@@ -307,7 +307,7 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
     def flush():
         nonlocal next_part, last_flush
         if len(rows):
-            from .cache import atomic_path
+            from ecgtext.fsutil import atomic_path
 
             import pyarrow.parquet as pq
 
@@ -322,7 +322,7 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
     errors_path.unlink(missing_ok=True)  # earlier failures are retried below
     err_fh = None
     try:
-        from .errors import EcgTextError
+        from ecgtext.errors import EcgTextError
 
         early = [it.to_error() for it in todo if isinstance(it, ReadFailure)]
         keys = [it for it in todo if isinstance(it, str)]

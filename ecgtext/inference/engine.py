@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import torch
 
-from . import errors as E
-from .config import PreprocessConfig
-from .errors import InputError
+from ecgtext import errors as E
+from ecgtext.config import PreprocessConfig
+from ecgtext.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .io import ReadOptions
-    from .model.dbeta import DBeta
+    from ecgtext.io import ReadOptions
+    from ecgtext.model.dbeta import DBeta
 
 PRECISIONS = ("auto", "fp32", "bf16")
 AGGREGATES = ("mean", "max", "first")
@@ -49,8 +49,8 @@ class ModelIdentity:
 
 def model_identity(model_dir: str | os.PathLike) -> ModelIdentity:
     """Identity of a model directory (weights hash memoised by path, size and mtime)."""
-    from .cache import file_sha256
-    from .model.loading import find_weights
+    from ecgtext.fsutil import file_sha256
+    from ecgtext.model.loading import find_weights
 
     d = Path(model_dir)
     try:
@@ -83,7 +83,7 @@ def load_ecg_model(source: str | os.PathLike = "dbeta-base", device: str | torch
     shapes, safe reads, no random-weight fallback; ``source`` = model dir,
     registry name or ``hf-hub:`` id), built without random initialisation.
     """
-    from .model.loading import load_model
+    from ecgtext.model.loading import load_model
 
     return load_model(source, device=None if device is None else resolve_device(device), components="ecg")
 
@@ -160,8 +160,8 @@ class RecordDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> PreparedRecord | ReadFailure:
-        from .io import read_ecg
-        from .preprocess import prepare
+        from ecgtext.io import read_ecg
+        from ecgtext.preprocess import prepare
 
         path = self.paths[i]
         try:
@@ -185,8 +185,8 @@ def expand_records(paths: Sequence[str], read_options: "ReadOptions | None" = No
     """Record keys for ``paths``: HDF5 containers become one ``file::exam`` key per exam
     (listing reads no signal); other paths are kept. A container that cannot be
     listed becomes a :class:`ReadFailure` in place."""
-    from .io import list_records
-    from .io.paths import HDF5_EXT, split_key
+    from ecgtext.io import list_records
+    from ecgtext.io.paths import HDF5_EXT, split_key
 
     out: list[str | ReadFailure] = []
     for p in paths:

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import torch
 
-from .errors import ConfigError, InputError
+from ecgtext.errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .io import ReadOptions
-    from .model.dbeta import DBeta
+    from ecgtext.io import ReadOptions
+    from ecgtext.model.dbeta import DBeta
 
 SCORES = ("raw", "cosine", "softmax")
 CACHE_FORMAT = 1  # bump when the cached content or key changes meaning
@@ -62,8 +62,8 @@ def score(ecg_feats: torch.Tensor | np.ndarray, label_feats: torch.Tensor | np.n
 
 # --------------------------------------------------------------------------- text cache
 def _tokenizer_digest(model_dir: Path) -> str:
-    from .cache import file_sha256
-    from .model.tokenizer import TOKENIZER_FILES
+    from ecgtext.fsutil import file_sha256
+    from ecgtext.model.tokenizer import TOKENIZER_FILES
 
     h = hashlib.sha256()
     for name in TOKENIZER_FILES + ("added_tokens.json",):
@@ -75,7 +75,7 @@ def _tokenizer_digest(model_dir: Path) -> str:
 
 def label_cache_key(model_dir: str | os.PathLike, labels: dict[str, str], lowercase: bool = True) -> str:
     """The cache key of a label set's text features for one model (hex sha256)."""
-    from .inference import model_identity
+    from ecgtext.inference.engine import model_identity
 
     d = Path(model_dir)
     ident = model_identity(d)
@@ -85,7 +85,7 @@ def label_cache_key(model_dir: str | os.PathLike, labels: dict[str, str], lowerc
 
 
 def _cache_files(key: str) -> tuple[Path, Path]:
-    from .cache import cache_dir
+    from ecgtext.fsutil import cache_dir
 
     d = cache_dir("text-features")
     return d / f"{key}.npy", d / f"{key}.json"
@@ -107,7 +107,7 @@ def cached_label_features(key: str, labels: dict[str, str]) -> torch.Tensor | No
 def _store(key: str, labels: dict[str, str], feats: torch.Tensor, info: dict) -> None:
     import io
 
-    from .cache import atomic_write_bytes, atomic_write_text
+    from ecgtext.fsutil import atomic_write_bytes, atomic_write_text
 
     npy, meta = _cache_files(key)
     buf = io.BytesIO()
@@ -138,8 +138,8 @@ def label_features(model_or_source: "DBeta | str | os.PathLike", labels: dict[st
     ``model_or_source`` is a loaded full model, or a model directory / registry
     name / ``hf-hub:`` id (the text tower is then loaded only on a cache miss).
     """
-    from .model.dbeta import DBeta
-    from .model.loading import load_model, resolve_source
+    from ecgtext.model.dbeta import DBeta
+    from ecgtext.model.loading import load_model, resolve_source
 
     if not labels:
         raise ConfigError("no labels to score: give --labels NAME|FILE.json or --label CODE=TEXT")
@@ -155,7 +155,7 @@ def label_features(model_or_source: "DBeta | str | os.PathLike", labels: dict[st
         model = load_model(model_dir if model_dir is not None else model_or_source, components="all")
     feats = compute_label_features(model, labels, lowercase)
     if key is not None:
-        from .inference import model_identity
+        from ecgtext.inference.engine import model_identity
 
         _store(key, labels, feats, {"model": model_identity(model_dir).short(), "lowercase": lowercase})
     return feats
@@ -196,9 +196,9 @@ class ZeroShotResult:
 def _prepare_run(model: "DBeta | str | os.PathLike", labels: dict[str, str], lowercase: bool, use_cache: bool,
                  device) -> tuple["DBeta", torch.Tensor]:
     """The ECG model and label features; on a cache hit only the ECG path is loaded."""
-    from .inference import load_ecg_model
-    from .model.dbeta import DBeta
-    from .model.loading import load_model, resolve_source
+    from ecgtext.inference.engine import load_ecg_model
+    from ecgtext.model.dbeta import DBeta
+    from ecgtext.model.loading import load_model, resolve_source
 
     if isinstance(model, DBeta):
         return model, label_features(model, labels, lowercase, use_cache)
@@ -221,7 +221,7 @@ def run_zeroshot(paths: Sequence[str], model: "DBeta | str | os.PathLike", label
     """Stream zero-shot results in input order: one :class:`ZeroShotResult` per record
     (mean of its window scores) or, with ``per_window``, one per window; a record
     that cannot be read yields its :class:`InputError` in place."""
-    from .inference import iter_features, resolve_device
+    from ecgtext.inference.engine import iter_features, resolve_device
 
     score(np.zeros((1, 1)), np.zeros((1, 1)), how, temperature)  # validate before any loading
     dev = resolve_device(device)

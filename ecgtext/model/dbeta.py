@@ -270,7 +270,7 @@ def pretraining_losses(model: DBeta, ecg: torch.Tensor, input_ids: torch.Tensor,
     ETS loss see the global batch when distributed.
     Returns (LossParts, FusedOutput); ``parts.total`` is the unweighted sum.
     """
-    from .. import losses as L
+    from . import losses as L
 
     out = model.fuse(ecg, input_ids, attention_mask, mask=True, noise=noise, generator=generator)
     text_all, offset = (out.uni_text, 0) if gather_text is None else gather_text(out.uni_text)

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..cache import atomic_path, cache_dir
+from ecgtext.fsutil import atomic_path, cache_dir
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger("ecgtext.pretrain")

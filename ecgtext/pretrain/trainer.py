@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cache import atomic_path
+from ecgtext.fsutil import atomic_path
 from ..config import ModelDirConfig, load_config, load_preset
 from ..errors import CheckpointMismatchError, ConfigError, EcgTextError, HubError, ModelError
 from .config import TrainConfig

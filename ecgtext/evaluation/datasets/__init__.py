@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..errors import DataError
-from .base import SPLITS, LabelledDataset, record_id
-from .splits import apply_split_files, read_split_files, stratified_split
+from ecgtext.errors import DataError
+from ecgtext.evaluation.datasets.base import SPLITS, LabelledDataset, record_id
+from ecgtext.evaluation.datasets.splits import apply_split_files, read_split_files, stratified_split
 
 __all__ = ["LabelledDataset", "load_dataset", "DATASET_KINDS", "SPLITS", "apply_split_files",
            "read_split_files", "stratified_split", "record_id"]
@@ -36,13 +36,13 @@ def load_dataset(kind: str, root: str | Sequence[str], task: str | None = None, 
     """Load dataset ``root`` of ``kind`` (see the module docstring); options go to the adapter."""
     k = _ALIASES.get(str(kind).lower(), str(kind).lower())
     if k == "ptbxl":
-        from .ptbxl import load_ptbxl as loader
+        from ecgtext.evaluation.datasets.ptbxl import load_ptbxl as loader
     elif k == "cinc":
-        from .cinc import load_cinc as loader
+        from ecgtext.evaluation.datasets.cinc import load_cinc as loader
     elif k == "code15":
-        from .code15 import load_code15 as loader
+        from ecgtext.evaluation.datasets.code15 import load_code15 as loader
     elif k == "generic":
-        from .generic import load_generic as loader
+        from ecgtext.evaluation.datasets.generic import load_generic as loader
     else:
         raise DataError(f"unknown dataset kind {kind!r}; expected one of {', '.join(DATASET_KINDS)}")
     if k != "generic" and not isinstance(root, (str, bytes)) and hasattr(root, "__len__"):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ecgtext.errors import DataError
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {

@@ -28,10 +28,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import DataError
-from .base import LabelledDataset, require_dir
-from .snomed import class_name, codes_for_abbreviation, dx_table, representative, scored_classes
-from .splits import DEFAULT_FRACTIONS, stratified_split
+from ecgtext.errors import DataError
+from ecgtext.evaluation.datasets.base import LabelledDataset, require_dir
+from ecgtext.evaluation.datasets.snomed import class_name, codes_for_abbreviation, dx_table, representative, scored_classes
+from ecgtext.evaluation.datasets.splits import DEFAULT_FRACTIONS, stratified_split
 
 _DX = re.compile(r"^#\s*Dx\s*:\s*(.*)$", re.IGNORECASE)
 
@@ -71,7 +71,7 @@ def _class_codes(classes, found_codes: set[str]) -> tuple[list[str], list[tuple[
                 reps.append(r)
         return [class_name(c) for c in reps], [_group(c) for c in reps], "every code present"
     if isinstance(classes, str):
-        from ..labels import load_label_set
+        from ecgtext.labels import load_label_set
 
         names = list(load_label_set(classes))
         where = f"label set {classes}"
@@ -91,7 +91,7 @@ def _class_codes(classes, found_codes: set[str]) -> tuple[list[str], list[tuple[
 
 
 def _group(code: str) -> tuple[str, ...]:
-    from .snomed import equivalents
+    from ecgtext.evaluation.datasets.snomed import equivalents
 
     return equivalents(code)
 

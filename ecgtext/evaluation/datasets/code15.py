@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from ..errors import DataError, EcgTextError
-from .base import LabelledDataset, require_dir
+from ecgtext.errors import DataError, EcgTextError
+from ecgtext.evaluation.datasets.base import LabelledDataset, require_dir
 
 CODE_COLUMNS = {"1dAVb": "1AVB", "RBBB": "RBBB", "LBBB": "LBBB", "SB": "SBRAD", "AF": "AFIB", "ST": "STACH"}
 TRACINGS = "ecg_tracings.hdf5"
@@ -52,7 +52,7 @@ def load_code15(root: str, task: str | None = None, **_ignored) -> LabelledDatas
     missing = [c for c in CODE_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{gold}: missing column(s) {', '.join(missing)}; expected {', '.join(CODE_COLUMNS)}")
-    from ..io import list_records
+    from ecgtext.io import list_records
 
     try:
         keys = list_records(h5)

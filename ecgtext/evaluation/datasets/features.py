@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import DataError
-from .base import KEY_SEP, LabelledDataset, record_path_key
+from ecgtext.errors import DataError
+from ecgtext.evaluation.datasets.base import KEY_SEP, LabelledDataset, record_path_key
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..io import ReadOptions
-    from ..model.dbeta import DBeta
+    from ecgtext.io import ReadOptions
+    from ecgtext.model.dbeta import DBeta
 
 @dataclass
 class FeatureTable:
@@ -178,7 +178,7 @@ def model_info(model: "DBeta", source: str | None = None) -> dict[str, Any]:
     model_dir = getattr(model, "model_dir", None)
     if model_dir is not None:
         try:
-            from ..inference import model_identity
+            from ecgtext.inference.engine import model_identity
 
             ident = model_identity(model_dir)
             info.update({"name": ident.name, "weights_sha256": ident.weights_sha256,
@@ -206,7 +206,7 @@ def dataset_features(ds: LabelledDataset, *, features: FeatureTable | str | os.P
     else:
         if model is None:
             raise DataError("no features: give a features Parquet file (--features) or a model (--model)")
-        from ..inference import embed_paths
+        from ecgtext.inference.engine import embed_paths
 
         X, ok, errs = embed_paths(ds.keys, model, read_options, batch_size=batch_size,
                                   num_workers=num_workers, device=device, precision=precision)

@@ -22,9 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import DataError
-from .base import LabelledDataset, multi_hot, normalise_split
-from .splits import DEFAULT_FRACTIONS, _split_from_name, stratified_split
+from ecgtext.errors import DataError
+from ecgtext.evaluation.datasets.base import LabelledDataset, multi_hot, normalise_split
+from ecgtext.evaluation.datasets.splits import DEFAULT_FRACTIONS, _split_from_name, stratified_split
 
 PATH_COLUMNS = ("path", "file", "filename", "record", "ecg_path", "filename_hr", "key")
 LABEL_COLUMNS = ("labels", "label", "diagnosis", "dx")

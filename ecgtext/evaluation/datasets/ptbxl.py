@@ -21,8 +21,8 @@ import os
 
 import numpy as np
 
-from ..errors import DataError
-from .base import LabelledDataset, multi_hot, require_dir, require_file
+from ecgtext.errors import DataError
+from ecgtext.evaluation.datasets.base import LabelledDataset, multi_hot, require_dir, require_file
 
 TASKS = ("super", "sub", "form", "rhythm")
 _FOLDS = {**{f: "train" for f in range(1, 9)}, 9: "val", 10: "test"}

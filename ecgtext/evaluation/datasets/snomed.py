@@ -34,7 +34,7 @@ class Dx:
 def dx_table() -> dict[str, Dx]:
     """SNOMED code -> :class:`Dx` for every code in the two Challenge tables."""
     out: dict[str, Dx] = {}
-    pkg = resources.files("ecgtext.datasets").joinpath("snomed")
+    pkg = resources.files("ecgtext.evaluation.datasets").joinpath("snomed")
     for fname, scored in (("dx_mapping_scored.csv", True), ("dx_mapping_unscored.csv", False)):
         with pkg.joinpath(fname).open(encoding="utf-8") as fh:
             for row in csv.DictReader(fh):

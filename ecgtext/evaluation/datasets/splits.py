@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import DataError
-from .base import SPLITS, LabelledDataset, normalise_split, record_id
+from ecgtext.errors import DataError
+from ecgtext.evaluation.datasets.base import SPLITS, LabelledDataset, normalise_split, record_id
 
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
 # columns that can name the record in a split file, most specific first
