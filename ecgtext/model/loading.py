@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -207,12 +206,13 @@ def save_model_dir(model: DBeta, out_dir: str | Path, tokenizer_from: str | Path
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically."""
     from safetensors.torch import save_file
 
+    from ..fsutil import atomic_dir
+
     if model.components != "all":
         raise ModelError("only a full model (components='all') can be saved as a model directory")
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    # written next to ``out`` and swapped in; an existing ``out`` survives any failure
+    with atomic_dir(out) as tmp:
         cfg = model.config.to_dict()
         if extra_config:
             cfg.update(extra_config)
@@ -221,17 +221,29 @@ def save_model_dir(model: DBeta, out_dir: str | Path, tokenizer_from: str | Path
         src = Path(tokenizer_from) if tokenizer_from else model.model_dir
         if src is not None:
             copy_tokenizer_files(src, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
+
+
+def save_safetensors(state: dict, path: str | os.PathLike) -> None:
+    """Write a state dict as safetensors; tensors that share storage (the tied T5
+    embedding appears as ``language_encoder.shared.weight`` and
+    ``language_encoder.encoder.embed_tokens.weight``) are cloned so every key is stored."""
+    from safetensors.torch import save_file
+
+    seen: set[int] = set()
+    out = {}
+    for k, v in state.items():
+        v = v.detach()
+        ptr = v.untyped_storage().data_ptr()
+        if ptr and ptr in seen:
+            v = v.clone()
+        seen.add(ptr)
+        out[k] = v.contiguous()
+    save_file(out, str(path), metadata={"format": "pt"})
 
 
 def copy_tokenizer_files(src: str | Path, dst: str | Path) -> None:
     for name in TOKENIZER_FILES + ("added_tokens.json",):
         f = Path(src) / name
         if f.is_file():
-            shutil.copy2(f, Path(dst) / name)
+            shutil.copyfile(f, Path(dst) / name)  # the umask's mode, not the source's
