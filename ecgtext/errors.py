@@ -91,6 +91,10 @@ class LeadError(InputError):
     """Lead names are unknown, duplicated, or their count does not match."""
 
 
+class UnreadableFileError(InputError):
+    """The file or folder exists but cannot be read (permissions, I/O error)."""
+
+
 class ModelError(EcgTextError):
     """A model directory or checkpoint is missing, incomplete or does not match."""
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from ..errors import FormatError, MissingFileError
+from ..errors import FormatError, InputError, MissingFileError, UnreadableFileError
 
 KEY_SEP = "::"
 HDF5_EXT = (".h5", ".hdf5", ".hdf")
@@ -24,6 +24,22 @@ _KNOWN = (".hea",) + MAT_EXT + HDF5_EXT + NPY_EXT + CSV_EXT
 _GLOB_CHARS = set("*?[")
 
 
+def os_error(path: str, exc: OSError, what: str = "file") -> InputError:
+    """An OS error opening or reading ``path`` as a one-line :class:`InputError` in plain words."""
+    import errno
+
+    if isinstance(exc, FileNotFoundError):
+        return MissingFileError(path, f"no such {what}")
+    if isinstance(exc, IsADirectoryError):
+        return FormatError(path, "is a folder, not an ECG file")
+    if isinstance(exc, NotADirectoryError):
+        return MissingFileError(path, f"no such {what} (a part of the path is a file, not a folder)")
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
+        return UnreadableFileError(path, f"permission denied: cannot read the {what}")
+    reason = exc.strerror or "input/output error"
+    return UnreadableFileError(path, f"cannot read the {what} ({reason.lower()})")
+
+
 def split_key(path: str | os.PathLike) -> tuple[str, str | None]:
     """``"a.hdf5::12"`` -> ``("a.hdf5", "12")``; a plain path -> ``(path, None)``."""
     s = os.fspath(path)
@@ -33,12 +49,30 @@ def split_key(path: str | os.PathLike) -> tuple[str, str | None]:
     return s, None
 
 
+def _header_candidates(path: str) -> list[str]:
+    root, ext = os.path.splitext(path)
+    out = [path + ".hea", path + ".HEA"]
+    if ext and ext.lower() not in _NOT_WFDB_SIGNAL + (".hea",):
+        out += [root + ".hea", root + ".HEA"]
+    return out
+
+
+def header_path(path: str) -> str:
+    """The WFDB header of a ``.hea`` (any case), a signal file or a record name.
+
+    ``00001_hr.HEA`` and ``00001_hr.hea`` are both found; when none exists the
+    lower-case name is returned, so that reading it reports it missing.
+    """
+    if path.lower().endswith(".hea"):
+        return path
+    cands = _header_candidates(path)
+    found = next((c for c in cands if os.path.isfile(c)), None)
+    return found or (cands[2] if len(cands) > 2 else cands[0])
+
+
 def _has_header(path: str) -> bool:
     """Whether ``path`` is a WFDB signal file (or record name) with a ``.hea`` beside it."""
-    if os.path.exists(path + ".hea"):
-        return True
-    root, ext = os.path.splitext(path)
-    return bool(ext) and ext.lower() not in _NOT_WFDB_SIGNAL + (".hea",) and os.path.exists(root + ".hea")
+    return any(os.path.exists(c) for c in _header_candidates(path))
 
 
 def detect_format(path: str, forced: str | None = None) -> str:
@@ -52,7 +86,7 @@ def detect_format(path: str, forced: str | None = None) -> str:
         raise FormatError(path, "is a folder, not an ECG file; pass the files in it (or let the "
                                 "command expand the folder)")
     if not os.path.exists(path):
-        if (forced in (None, "wfdb")) and os.path.exists(path + ".hea"):
+        if (forced in (None, "wfdb")) and _has_header(path):
             return "wfdb"  # a WFDB record name without extension
         raise MissingFileError(path, "no such file")
     if os.path.getsize(path) == 0:
@@ -83,9 +117,7 @@ def _canonical(path: str) -> str:
     """A WFDB signal file or record name -> its ``.hea`` (so a record appears once)."""
     if path.lower().endswith(".hea") or not _has_header(path):
         return path
-    if os.path.exists(path + ".hea"):
-        return path + ".hea"
-    return os.path.splitext(path)[0] + ".hea"
+    return header_path(path)
 
 
 def _csv_names_leads(path: Path) -> bool:
@@ -107,7 +139,7 @@ def _walk(folder: Path) -> list[str]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        names = set(files)
+        heads = {n[:-4] for n in files if n.lower().endswith(".hea")}
         for name in sorted(files):
             if name.startswith("."):
                 continue
@@ -116,7 +148,7 @@ def _walk(folder: Path) -> list[str]:
             p = Path(root) / name
             if ext == ".hea":
                 found.append(str(p))
-            elif stem + ".hea" in names and ext not in _NOT_WFDB_SIGNAL:
+            elif stem in heads and ext not in _NOT_WFDB_SIGNAL:
                 continue  # a WFDB record's signal or annotation file: listed via its .hea
             elif ext in MAT_EXT + HDF5_EXT + NPY_EXT:
                 found.append(str(p))
@@ -130,7 +162,7 @@ def _expand_one(item: str) -> list[str]:
         return []
     if os.path.isdir(item):
         return _walk(Path(item))
-    if os.path.exists(item) or os.path.exists(item + ".hea"):
+    if os.path.exists(item) or _has_header(item):
         return [_canonical(item)]
     if _GLOB_CHARS & set(item):
         matches = sorted(glob.glob(item, recursive=True))

@@ -6,6 +6,7 @@ empty-signal check happen in one place whatever the file format.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -20,6 +21,13 @@ _MV_PER_UNIT = {"v": 1000.0, "mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "n
 UNITS = ("V", "mV", "uV", "µV", "adc")
 LAYOUTS = ("leads-first", "samples-first")
 FORMATS = ("wfdb", "mat", "hdf5", "npy", "csv")
+
+# Plausible ECG sampling rates. Below 50 Hz not even the QRS complex (10-40 Hz)
+# is represented; above 20 kHz only pacemaker-spike research hardware records.
+# A rate outside is a header or option mistake (0, 0.5 for 500, 5e5), and is
+# rejected when the record is read, before resampling allocates anything.
+FS_MIN_HZ = 50.0
+FS_MAX_HZ = 20000.0
 
 # An ECG in mV has peak-to-peak amplitudes of ~0.1-10 mV (baseline wander up to
 # tens). When the file does not state its units and we assume mV, a median lead
@@ -81,8 +89,10 @@ class ReadOptions:
     ignore_unknown_leads: bool = False
 
     def __post_init__(self):
-        if self.fs is not None and not (np.isfinite(self.fs) and self.fs > 0):
-            raise ConfigError(f"sampling rate must be a positive number of Hz, got {self.fs!r}",
+        if self.fs is not None and not (isinstance(self.fs, (int, float, np.number))
+                                        and FS_MIN_HZ <= float(self.fs) <= FS_MAX_HZ):
+            raise ConfigError(f"sampling rate {self.fs!r} Hz is outside the plausible ECG range "
+                              f"{FS_MIN_HZ:g}-{FS_MAX_HZ:g} Hz",
                               field="sampling rate", value=self.fs, option="fs")
         if self.leads is not None:
             self.leads = parse_lead_list(self.leads)
@@ -110,6 +120,20 @@ class ReadOptions:
             if self.format not in FORMATS:
                 raise ConfigError(f"unknown input format {self.format!r}; expected one of {', '.join(FORMATS)}")
         self.lead_map = {str(k).strip(): str(v).strip() for k, v in dict(self.lead_map or {}).items()}
+
+
+def check_fs(fs: Any, path: str, source: str = "the file") -> float:
+    """``fs`` as a float in Hz, or a :class:`SignalError` naming the value (see ``FS_MIN_HZ``)."""
+    try:
+        rate = float(fs)
+    except (TypeError, ValueError):
+        raise SignalError(path, f"sampling rate {fs!r} stated by {source} is not a number",
+                          field="sampling rate", value=fs, option="fs") from None
+    if not (math.isfinite(rate) and FS_MIN_HZ <= rate <= FS_MAX_HZ):
+        raise SignalError(path, f"sampling rate {rate:g} Hz stated by {source} is outside the "
+                                f"plausible ECG range {FS_MIN_HZ:g}-{FS_MAX_HZ:g} Hz",
+                          field="sampling rate", value=rate, option="fs")
+    return rate
 
 
 def mv_per_unit(units: str) -> float | None:
