@@ -80,6 +80,24 @@ def _repair(x: np.ndarray, max_gap: int) -> np.ndarray:
     return out
 
 
+def model_leads(leads: list[str], pre: PreprocessConfig, path: str) -> tuple[list[str], dict[str, int]]:
+    """``(present, position)``: the model's leads the record has, in model order, and each
+    canonical lead name's row in the record. Shared by :func:`prepare` and the streaming
+    path (:mod:`ecgtext.io.stream`)."""
+    position: dict[str, int] = {}
+    for i, name in enumerate(leads):
+        canon = canonical_lead(name) or name
+        if canon in position:
+            raise LeadError(path, f"lead {canon} appears twice")
+        position[canon] = i
+    present = [lead for lead in pre.leads if lead in position]
+    if not present:
+        raise LeadError(path, f"none of the model's leads ({', '.join(pre.leads)}) is in the "
+                              f"record (it has {', '.join(leads)}); map names with a lead map",
+                        field="lead names", value=list(leads), option="lead_map")
+    return present, position
+
+
 def prepare(ecg: Ecg, pre: PreprocessConfig, stride: int | None = None,
             min_coverage: float = 0.5) -> Prepared:
     """Turn ``ecg`` into model windows for ``pre`` (rate, window, lead order, mV).
@@ -92,17 +110,7 @@ def prepare(ecg: Ecg, pre: PreprocessConfig, stride: int | None = None,
     sig = np.asarray(ecg.signal)
     if sig.ndim != 2 or sig.shape[1] == 0:
         raise SignalError(ecg.path, f"zero-length signal (shape {sig.shape})")
-    position: dict[str, int] = {}
-    for i, name in enumerate(ecg.leads):
-        canon = canonical_lead(name) or name
-        if canon in position:
-            raise LeadError(ecg.path, f"lead {canon} appears twice")
-        position[canon] = i
-    present = [lead for lead in pre.leads if lead in position]
-    if not present:
-        raise LeadError(ecg.path, f"none of the model's leads ({', '.join(pre.leads)}) is in the "
-                                  f"record (it has {', '.join(ecg.leads)}); map names with a lead map",
-                           field="lead names", value=list(ecg.leads), option="lead_map")
+    present, position = model_leads(ecg.leads, pre, ecg.path)
     x = sig[[position[lead] for lead in present]].astype(np.float32, copy=True)
 
     finite = np.isfinite(x)
