@@ -32,6 +32,9 @@ def _reader(fmt: str):
     if fmt == "csv":
         from .array_reader import read_csv
         return read_csv
+    from .detect import CLINICAL_READERS, clinical_reader
+    if fmt in CLINICAL_READERS:  # MUSE, Philips, aECG, DICOM, SCP-ECG, ISHNE, EDF
+        return clinical_reader(fmt)
     raise AssertionError(fmt)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from ..errors import FormatError, InputError, MissingFileError, UnreadableFileError
+from .detect import CLINICAL_EXT, sniff_format
 
 KEY_SEP = "::"
 HDF5_EXT = (".h5", ".hdf5", ".hdf")
@@ -104,12 +105,15 @@ def detect_format(path: str, forced: str | None = None) -> str:
         return "npy"
     if ext in CSV_EXT:
         return "csv"
+    if (sniffed := sniff_format(path)) is not None:  # clinical formats, by content
+        return sniffed
     if ext in (".dat",):
         raise MissingFileError(path, f"WFDB signal file without its header "
                                      f"{os.path.basename(os.path.splitext(path)[0])}.hea")
     shown = ext or "(none)"
     raise FormatError(path, f"unknown extension {shown}; expected .hea (WFDB), .mat, .h5/.hdf5, "
-                            ".npy/.npz or .csv, or state the input format",
+                            ".npy/.npz, .csv or a clinical format (.xml, .dcm, .scp, .ecg, .edf), "
+                            "or state the input format",
                       field="format", value=shown, option="format")
 
 
@@ -150,7 +154,7 @@ def _walk(folder: Path) -> list[str]:
                 found.append(str(p))
             elif stem in heads and ext not in _NOT_WFDB_SIGNAL:
                 continue  # a WFDB record's signal or annotation file: listed via its .hea
-            elif ext in MAT_EXT + HDF5_EXT + NPY_EXT:
+            elif ext in MAT_EXT + HDF5_EXT + NPY_EXT + CLINICAL_EXT:
                 found.append(str(p))
             elif ext in CSV_EXT and _csv_names_leads(p):
                 found.append(str(p))

@@ -20,7 +20,7 @@ from .leads import parse_lead_list, resolve_leads
 _MV_PER_UNIT = {"v": 1000.0, "mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6}
 UNITS = ("V", "mV", "uV", "µV", "adc")
 LAYOUTS = ("leads-first", "samples-first")
-FORMATS = ("wfdb", "mat", "hdf5", "npy", "csv")
+FORMATS = ("wfdb", "mat", "hdf5", "npy", "csv", "muse", "philips", "aecg", "dicom", "scp", "ishne", "edf")
 
 # Plausible ECG sampling rates. Below 50 Hz not even the QRS complex (10-40 Hz)
 # is represented; above 20 kHz only pacemaker-spike research hardware records.
@@ -30,9 +30,12 @@ FS_MIN_HZ = 50.0
 FS_MAX_HZ = 20000.0
 
 # An ECG in mV has peak-to-peak amplitudes of ~0.1-10 mV (baseline wander up to
-# tens). When the file does not state its units and we assume mV, a median lead
-# range outside these bounds means the assumption is wrong (µV, ADC counts, V).
-_PLAUSIBLE_RANGE_MV = (0.01, 50.0)
+# tens). A median lead span outside these bounds means the units are wrong (µV
+# data under an mV header is 1000x too large, mV under µV 1000x too small),
+# whether the file stated them or not. No ECG front end reaches 10 V (electrode
+# offsets stay under ~1 V), so a larger value is corrupt or a fill value.
+PLAUSIBLE_SPAN_MV = (0.01, 50.0)
+MAX_ABS_MV = 1e4
 
 
 @dataclass
@@ -87,6 +90,7 @@ class ReadOptions:
     layout: str | None = None
     format: str | None = None
     ignore_unknown_leads: bool = False
+    include_identifiers: bool = False  # patient name/ID/birth date into meta["patient"] (clinical formats)
 
     def __post_init__(self):
         if self.fs is not None and not (isinstance(self.fs, (int, float, np.number))
@@ -188,6 +192,17 @@ def orient(array: np.ndarray, n_leads: int | None, layout: str | None, path: str
     return out
 
 
+def _to_mv(signal: np.ndarray, keep: list[int], units: list[str], gain: float | None,
+           path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kept channels in mV as float32, their scales)."""
+    scales = np.array([unit_scale(units[i], gain, path) for i in keep])
+    sub = signal[keep] if len(keep) != signal.shape[0] else signal
+    if np.all(scales == 1.0):
+        return np.asarray(sub, dtype=np.float32), scales
+    with np.errstate(over="ignore"):  # an overflow becomes inf, which the amplitude check rejects
+        return (np.asarray(sub, dtype=np.float64) * scales[:, None]).astype(np.float32), scales
+
+
 def make_ecg(signal: np.ndarray, fs: float, names: Sequence[str], path: str,
              options: "ReadOptions", meta: dict[str, Any] | None = None,
              units: str | Sequence[str] = "mV", units_source: str = "file") -> Ecg:
@@ -195,10 +210,14 @@ def make_ecg(signal: np.ndarray, fs: float, names: Sequence[str], path: str,
 
     ``signal`` is ``(channels, samples)`` in ``units`` (one unit for all channels
     or one per channel; ``"adc"`` uses ``options.gain``). ``units_source`` is
-    ``"file"``, ``"option"`` or ``"assumed"``; an assumed unit is checked for
-    plausible ECG amplitudes so µV or ADC counts never pass as mV.
+    ``"file"``, ``"option"`` or ``"assumed"``. Every record is checked for a
+    plausible sampling rate and plausible ECG amplitudes in mV (see
+    :func:`check_amplitude`), whatever the source of its units. When the units
+    a file states give implausible amplitudes and ``options.units`` gives
+    plausible ones, the option wins (``meta["units_overridden"]``).
     """
     meta = dict(meta or {})
+    fs = check_fs(fs, path, "the file")
     sel = resolve_leads(names, options, path)
     per_channel = [units] * len(names) if isinstance(units, str) else list(units)
     if options.units:  # a unit the file states but we cannot read is one it "cannot say"
@@ -206,14 +225,16 @@ def make_ecg(signal: np.ndarray, fs: float, names: Sequence[str], path: str,
                        for u in per_channel]
     if signal.shape[1] == 0:
         raise SignalError(path, "zero-length signal (no samples)")
-    scales = np.array([unit_scale(per_channel[i], options.gain, path) for i in sel.keep])
-    sub = signal[sel.keep] if len(sel.keep) != signal.shape[0] else signal
-    if np.all(scales == 1.0):
-        out = np.asarray(sub, dtype=np.float32)
-    else:
-        out = (np.asarray(sub, dtype=np.float64) * scales[:, None]).astype(np.float32)
-    if units_source == "assumed":
-        check_plausible_mv(out, path, check_low=out.shape[1] >= fs)  # spans need >= 1 s
+    out, scales = _to_mv(signal, sel.keep, per_channel, options.gain, path)
+    problem = check_amplitude(out, fs)
+    if problem is not None and units_source == "file" and options.units:
+        alt_units = [options.units] * len(per_channel)
+        alt, alt_scales = _to_mv(signal, sel.keep, alt_units, options.gain, path)
+        if check_amplitude(alt, fs) is None:
+            meta["units_overridden"] = sorted({per_channel[i] for i in sel.keep})
+            out, scales, per_channel, units_source, problem = alt, alt_scales, alt_units, "option", None
+    if problem is not None:
+        raise _amplitude_error(path, problem, [per_channel[i] for i in sel.keep], scales, units_source)
     meta.setdefault("comments", [])
     meta["file_leads"] = list(names)
     meta["ignored_leads"] = sel.ignored
@@ -223,32 +244,90 @@ def make_ecg(signal: np.ndarray, fs: float, names: Sequence[str], path: str,
     return Ecg(signal=out, fs=float(fs), leads=sel.leads, path=path, meta=meta)
 
 
-def check_plausible_mv(signal: np.ndarray, path: str, check_low: bool = True) -> None:
-    """Reject a signal whose amplitudes cannot be millivolts (units were assumed).
+@dataclass
+class AmplitudeProblem:
+    """Why a signal in mV is not a plausible ECG: ``kind`` is "absurd", "large" or "small"."""
 
-    ``check_low=False`` skips the too-small test (a few samples may barely move).
+    kind: str
+    value: float  # the largest |value| (absurd) or the median per-lead span, in mV
+
+
+def check_amplitude(signal_mv: np.ndarray, fs: float) -> AmplitudeProblem | None:
+    """``None`` if ``(leads, samples)`` in mV looks like an ECG, else what is wrong.
+
+    - any |value| above ``MAX_ABS_MV`` (10 V) or ±inf: absurd (corrupt data, a
+      float fill value such as 3e38, or far-off units);
+    - the median over leads of the peak-to-peak span outside
+      ``PLAUSIBLE_SPAN_MV`` (0.01-50 mV): wrong units. The low bound needs at
+      least 1 s of signal. NaN samples, all-NaN and flat leads are left to
+      ``prepare`` (repaired or reported there).
     """
-    finite = np.where(np.isfinite(signal), signal, np.nan)
-    rows = ~np.isnan(finite).all(axis=1)  # all-NaN leads are reported by prepare()
-    if not rows.any():
-        return
-    span = np.nanmax(finite[rows], axis=1) - np.nanmin(finite[rows], axis=1)
+    x = np.asarray(signal_mv)
+    if x.size == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        hi = np.fmax.reduce(x, axis=1)  # NaN-ignoring max per lead (NaN only if all NaN)
+        lo = np.fmin.reduce(x, axis=1)
+    peak = np.fmax.reduce(np.concatenate([np.abs(hi), np.abs(lo)]))
+    if np.isnan(peak):
+        return None  # all NaN: prepare() reports it
+    if not peak <= MAX_ABS_MV:
+        return AmplitudeProblem("absurd", float(peak))
+    span = hi - lo
     span = span[np.isfinite(span) & (span > 0)]
     if span.size == 0:
-        return  # flat leads are reported by prepare()
+        return None  # flat leads are reported by prepare()
     med = float(np.median(span))
-    low, high = _PLAUSIBLE_RANGE_MV
+    low, high = PLAUSIBLE_SPAN_MV
     if med > high:
-        hint = "µV (units uV)" if med < 5e4 else "ADC counts (units adc with a gain)"
-        raise SignalError(path, f"the file does not state its units and values span {med:.4g} "
-                                f"per lead, too large for mV: they look like {hint}; state the units "
-                                "(mV if they really are millivolts)",
-                          field="units", value=med, option="units")
-    if check_low and med < low:
-        raise SignalError(path, f"the file does not state its units and values span only {med:.3g} "
-                                "per lead, too small for mV: they look like volts; state the units "
-                                "(mV if they really are millivolts)",
-                          field="units", value=med, option="units")
+        return AmplitudeProblem("large", med)
+    if med < low and x.shape[1] >= fs:
+        return AmplitudeProblem("small", med)
+    return None
+
+
+def _likely_unit(span_mv: float, scale: float) -> str | None:
+    """The unit under which the stored values would span a typical ECG (about 1 mV)."""
+    raw = span_mv / scale  # the span in the stored numbers
+    best = None
+    for unit, mv in (("V", 1000.0), ("mV", 1.0), ("µV", 1e-3), ("nV", 1e-6)):
+        candidate = raw * mv
+        if PLAUSIBLE_SPAN_MV[0] <= candidate <= PLAUSIBLE_SPAN_MV[1]:
+            if best is None or abs(math.log10(candidate)) < abs(math.log10(best[1])):
+                best = (unit, candidate)
+    return None if best is None else best[0]
+
+
+def _amplitude_error(path: str, problem: AmplitudeProblem, units: list[str], scales: np.ndarray,
+                     source: str) -> SignalError:
+    low, high = PLAUSIBLE_SPAN_MV
+    if problem.kind == "absurd":
+        return SignalError(path, f"values reach {problem.value:.3g} mV, beyond any ECG (limit "
+                                 f"{MAX_ABS_MV:g} mV): corrupt data, a fill value, or wrong units",
+                           field="amplitude", value=problem.value, option="units")
+    stated = units[0] if len(set(units)) == 1 else "/".join(sorted(set(units)))
+    scale = float(np.median(scales))
+    likely = _likely_unit(problem.value, scale)
+    size = "too large" if problem.kind == "large" else "too small"
+    factor = None
+    if likely is not None and stated != "adc" and mv_per_unit(stated) is not None:
+        factor = mv_per_unit(stated) / _MV_PER_UNIT[likely.lower()]
+    if likely is None:
+        guess = "ADC counts (units adc with a gain)" if problem.kind == "large" else "not an ECG"
+    elif source == "assumed":
+        guess = f"{likely}"
+    else:
+        guess = f"{likely} data labelled {stated}"
+    ratio = ""
+    if factor is not None and factor != 1:
+        ratio = f", {factor:.0f}x too large" if factor > 1 else f", {1 / factor:.0f}x too small"
+    said = {"assumed": "the file does not state its units (mV assumed)",
+            "file": f"the file states units {stated}",
+            "option": f"units {stated} were given"}[source]
+    return SignalError(path, f"{said} but values span {problem.value:.4g} mV per lead (median "
+                             f"peak-to-peak), {size} for an ECG ({low:g}-{high:g} mV): they look "
+                             f"like {guess}{ratio}; state the real units",
+                       field="units", value=problem.value, option="units")
 
 
 def standard_leads() -> list[str]:
