@@ -95,6 +95,12 @@ class UnreadableFileError(InputError):
     """The file or folder exists but cannot be read (permissions, I/O error)."""
 
 
+class ProvenanceError(ConfigError):
+    """Numbers made under another model, precision, device or preprocessing than this run's
+    (``field`` names the first difference, ``value`` is ``(recorded, now)``), or a
+    provenance block that cannot be read (``field="provenance"``)."""
+
+
 class ModelError(EcgTextError):
     """A model directory or checkpoint is missing, incomplete or does not match."""
 
