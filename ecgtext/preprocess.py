@@ -27,11 +27,15 @@ import numpy as np
 from .config import PreprocessConfig
 from .errors import LeadError, SignalError
 from .io.leads import canonical_lead
-from .io.record import Ecg
-from .io.resample import resample
+from .io.record import Ecg, check_fs
+from .io.resample import resample, resampled_length
 
 MAX_INTERP_GAP_S = 0.1  # NaN gaps up to 100 ms are interpolated; longer ones are zeroed
 FLAT_PTP_MV = 1e-3  # a lead whose values span under 1 µV carries no ECG
+# Memory the resampled record plus its windows may take (float32). 4 GiB is a
+# 12-lead record of ~23 h at 500 Hz; anything bigger is refused up front, with
+# its size, instead of failing deep inside scipy with a MemoryError.
+MAX_PREPARE_BYTES = 4 * 2 ** 30
 
 
 @dataclass
@@ -99,17 +103,29 @@ def model_leads(leads: list[str], pre: PreprocessConfig, path: str) -> tuple[lis
 
 
 def prepare(ecg: Ecg, pre: PreprocessConfig, stride: int | None = None,
-            min_coverage: float = 0.5) -> Prepared:
+            min_coverage: float = 0.5, max_bytes: int = MAX_PREPARE_BYTES) -> Prepared:
     """Turn ``ecg`` into model windows for ``pre`` (rate, window, lead order, mV).
 
     ``stride`` is in samples at the model rate (default: the window, no
     overlap). A record shorter than ``min_coverage`` of one window (e.g. 5 s
     for a 10 s window at 0.5) is a :class:`SignalError` rather than a window
-    that is mostly padding; pass 0 to accept any length.
+    that is mostly padding; pass 0 to accept any length. The sampling rate is
+    validated and the memory the resampled record and its windows need is
+    bounded (``max_bytes``) before anything is allocated. The windows are
+    always finite.
     """
     sig = np.asarray(ecg.signal)
     if sig.ndim != 2 or sig.shape[1] == 0:
         raise SignalError(ecg.path, f"zero-length signal (shape {sig.shape})")
+    fs = check_fs(ecg.fs, ecg.path, "the record")
+    n_out = resampled_length(sig.shape[1], fs, pre.sample_rate)
+    n_windows = len(window_starts(n_out, pre.window, stride)) if n_out > pre.window else 1
+    need = 4 * len(pre.leads) * (2 * n_out + n_windows * pre.window)
+    if need > max_bytes:
+        raise SignalError(ecg.path, f"record of {sig.shape[1] / fs:.0f} s at {fs:g} Hz needs "
+                                    f"{need / 2 ** 30:.1f} GiB to resample to {pre.sample_rate:g} Hz "
+                                    f"and window (limit {max_bytes / 2 ** 30:.1f} GiB); split it into "
+                                    "shorter records", field="record length", value=sig.shape[1])
     present, position = model_leads(ecg.leads, pre, ecg.path)
     x = sig[[position[lead] for lead in present]].astype(np.float32, copy=True)
 
@@ -117,7 +133,7 @@ def prepare(ecg: Ecg, pre: PreprocessConfig, stride: int | None = None,
     nan_fraction = 1.0 - float(finite.mean())
     dead: set[str] = set()
     if nan_fraction > 0:
-        max_gap = max(1, int(round(MAX_INTERP_GAP_S * ecg.fs)))
+        max_gap = max(1, int(round(MAX_INTERP_GAP_S * fs)))
         for j, lead in enumerate(present):
             if not finite[j].any():
                 dead.add(lead)
@@ -130,7 +146,7 @@ def prepare(ecg: Ecg, pre: PreprocessConfig, stride: int | None = None,
     span = x.max(axis=1) - x.min(axis=1)
     flat = [lead for j, lead in enumerate(present) if lead not in dead and span[j] < FLAT_PTP_MV]
 
-    x = resample(x, ecg.fs, pre.sample_rate)
+    x = resample(x, fs, pre.sample_rate)
     n, w = x.shape[1], pre.window
     if n < min_coverage * w:
         raise SignalError(ecg.path, f"record is {sig.shape[1] / ecg.fs:.2f} s, shorter than "
@@ -141,6 +157,9 @@ def prepare(ecg: Ecg, pre: PreprocessConfig, stride: int | None = None,
     for k, s in enumerate(starts):
         seg = x[:, s:s + w]
         windows[k, rows, :seg.shape[1]] = seg
+    if not np.isfinite(windows).all():  # e.g. values near float32's limit overflowing in the filter
+        raise SignalError(ecg.path, "non-finite values after resampling: the amplitudes are corrupt",
+                          field="amplitude")
     missing = [lead for lead in pre.leads if lead not in position or lead in dead]
     return Prepared(windows=windows, starts=starts, missing_leads=missing, flat_leads=flat,
                     nan_fraction=nan_fraction, source_fs=float(ecg.fs),

@@ -201,4 +201,4 @@ def test_bad_option_values_are_config_errors():
     with pytest.raises(ConfigError):
         ReadOptions(fs=-1)
     with pytest.raises(ConfigError):
-        ReadOptions(format="edf")
+        ReadOptions(format="xyz")

@@ -73,10 +73,19 @@ def test_container_with_many_exams_needs_a_key(code15):
         read_ecg(f"{path}::42")
 
 
-def test_units_option_overrides_the_mv_assumption(code15):
+def test_units_option_overrides_the_mv_assumption(code15, tmp_path):
     path, _, at400 = code15
-    ecg = read_ecg(f"{path}::{IDS[0]}", ReadOptions(units="V"))
-    np.testing.assert_allclose(ecg.signal, at400[0] * 1000, rtol=1e-6)
+    micro = tmp_path / "exams_uv.hdf5"  # the same exams stored in µV
+    with h5py.File(path) as src, h5py.File(micro, "w") as f:
+        f["tracings"] = src["tracings"][()] * 1000
+        f["exam_id"] = src["exam_id"][()]
+    with pytest.raises(SignalError, match="look like µV") as err:
+        read_ecg(f"{micro}::{IDS[0]}")
+    assert err.value.option == "units"
+    ecg = read_ecg(f"{micro}::{IDS[0]}", ReadOptions(units="uV"))
+    np.testing.assert_allclose(ecg.signal, at400[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(SignalError, match="mV data labelled V, 1000x too large"):
+        read_ecg(f"{path}::{IDS[0]}", ReadOptions(units="V"))  # a wrong unit is never believed
 
 
 def test_all_zero_exam_is_a_signal_error(tmp_path):

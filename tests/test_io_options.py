@@ -58,7 +58,7 @@ def test_helper_validates_values():
     assert read_options(gain=200.0).units == "adc"
     assert read_options(input_format="npz").format == "npy"
     for bad in (dict(lead_map=["MLII"]), dict(units="mmHg"), dict(layout="diagonal"),
-                dict(input_format="edf"), dict(leads="I,,II"), dict(fs=0.0)):
+                dict(input_format="xyz"), dict(leads="I,,II"), dict(fs=0.0)):
         with pytest.raises(ConfigError):
             read_options(**bad)
 
