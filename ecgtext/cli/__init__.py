@@ -2,19 +2,22 @@
 
 Each subcommand lives in its own module and imports heavy libraries (torch,
 transformers, pandas) inside its function, so ``--help`` stays fast.
-Errors we raise on purpose (``EcgTextError``) become one line on stderr and a
-non-zero exit code; set ``ECGTEXT_DEBUG=1`` to see the traceback instead.
+Errors we raise on purpose (``EcgTextError``) become one line on stderr, with
+the flag that fixes them, and a non-zero exit code (``cli/errors.py``); set
+``ECGTEXT_DEBUG=1`` to see the traceback instead. The library logs through
+``logging``; the root options ``-q``/``-v`` choose how much of it is shown
+(``cli/logs.py``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
 
 from .. import __version__
 from ..errors import EcgTextError
+from .errors import debug, error_line, handle_errors
 
 app = typer.Typer(
     name="ecgtext",
@@ -37,8 +40,15 @@ def _version(value: bool):
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="Errors and results only: no warnings, progress bars or summaries."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                help="Say what was chosen (model, device, precision); -vv for debugging."),
 ):
     """ECG-text foundation models for 12-lead ECGs."""
+    from .logs import setup_logging
+
+    setup_logging(quiet=quiet, verbose=0 if quiet else verbose)
 
 
 def _register() -> None:
@@ -52,16 +62,13 @@ def _register() -> None:
             if exc.name == f"ecgtext.cli.{name}":
                 continue  # subcommand not built yet
             raise
-        app.command(name, help=mod.command.__doc__)(mod.command)
+        app.command(name, help=mod.command.__doc__)(handle_errors(mod.command))
 
 
 _register()
 
 
-def error_line(exc: BaseException) -> str:
-    """One line for the user: what went wrong, never a traceback."""
-    msg = " ".join(str(exc).split()) or type(exc).__name__
-    return f"error: {msg}"
+__all__ = ["app", "main", "error_line"]
 
 
 def main() -> None:
@@ -69,8 +76,8 @@ def main() -> None:
     try:
         # standalone mode: click handles usage errors (exit 2), --help, Ctrl-C and EPIPE
         app()
-    except EcgTextError as exc:
-        if os.environ.get("ECGTEXT_DEBUG"):
+    except EcgTextError as exc:  # raised outside a command (commands render their own)
+        if debug():
             raise
         print(error_line(exc), file=sys.stderr)
         sys.exit(exc.exit_code)

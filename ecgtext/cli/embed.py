@@ -62,6 +62,9 @@ def command(
     from ..io import expand_paths
     from .output import Progress, summary_line
 
+    from .logs import STATE
+
+    quiet = quiet or STATE.quiet  # `ecgtext -q embed` and `ecgtext embed -q` alike
     files = expand_paths(paths)
     if not files:
         raise InputError(None, "no ECG records found in the given paths")

@@ -20,9 +20,10 @@ def default_format(stream: IO | None = None) -> str:
 
 
 def report_error(err: BaseException) -> None:
-    """One line per failed record on stderr: ``error: path: problem``."""
-    msg = " ".join(str(err).split()) or type(err).__name__
-    print(f"error: {msg}", file=sys.stderr, flush=True)
+    """One line per failed record on stderr: ``error: path: problem (use --flag)``."""
+    from .errors import error_line
+
+    print(error_line(err), file=sys.stderr, flush=True)
 
 
 def summary_line(ok: int, failed: int, what: str = "ok") -> str:
@@ -140,8 +141,9 @@ class Progress:
 
     def print_error(self, err: BaseException) -> None:
         if self._bar is not None:  # print above the bar instead of tearing it
-            msg = " ".join(str(err).split())
-            self._bar.console.print(f"error: {msg}", markup=False, highlight=False)
+            from .errors import error_line
+
+            self._bar.console.print(error_line(err), markup=False, highlight=False)
         else:
             report_error(err)
 

@@ -136,7 +136,10 @@ def command(
     plot_record()
     writer.close()
     if failed:
-        print(summary_line(ok, failed), file=sys.stderr)
+        from .logs import STATE
+
+        if not STATE.quiet:
+            print(summary_line(ok, failed), file=sys.stderr)
         raise typer.Exit(1)
 
 

@@ -16,14 +16,20 @@ Re-running the same command skips records already in ``OUT`` or in its part
 files (matched by absolute path), so an interrupted run resumes and a finished
 one only adds new records. Records that fail are listed in
 ``OUT-stem.errors.jsonl`` (one JSON object per line: path, error, message) and
-are retried by the next run.
+are retried by the next run; so is a record whose embedding has a non-finite
+value (never written).
+
+The schema metadata (key ``ecgtext``) holds the run's settings and its
+:class:`~ecgtext.inference.provenance.Provenance` block (weights, resolved
+precision, device type, preprocessing contract, ecgtext version); resuming or
+appending with any of them different is refused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +38,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from ecgtext import __version__
-from ecgtext.errors import ConfigError, InputError
+from ecgtext.errors import ConfigError, InputError, ProvenanceError
+from ecgtext.fsutil import atomic_path, remove_tree
+from ecgtext.inference.provenance import Provenance, provenance_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -41,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ecgtext.model.dbeta import DBeta
 
 META_KEY = b"ecgtext"
+logger = logging.getLogger(__name__)
 FINAL_ROW_GROUP = 8192  # rows per row group of the merged file (~25 MB at D = 768)
 
 
@@ -68,9 +77,11 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
     try:
         i_, n_ = int(i), int(n)
     except ValueError:
-        raise ConfigError(f"--shard {spec!r}: expected i/n, e.g. 0/4") from None
+        raise ConfigError(f"shard {spec!r}: expected i/n, e.g. 0/4", field="shard", value=spec,
+                          option="shard") from None
     if not sep or n_ < 1 or not 0 <= i_ < n_:
-        raise ConfigError(f"--shard {spec!r}: expected i/n with 0 <= i < n")
+        raise ConfigError(f"shard {spec!r}: expected i/n with 0 <= i < n", field="shard", value=spec,
+                          option="shard")
     return i_, n_
 
 
@@ -158,19 +169,72 @@ def _read_meta(path: Path) -> dict | None:
     import pyarrow.parquet as pq
 
     md = pq.read_schema(path).metadata or {}
-    return json.loads(md[META_KEY]) if META_KEY in md else None
+    if META_KEY not in md:
+        return None
+    try:
+        meta = json.loads(md[META_KEY])
+    except (ValueError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise ProvenanceError(f"{path}: the ecgtext metadata block cannot be read", path=str(path),
+                              field="provenance", option="overwrite")
+    return meta
 
 
 def _compatible(old: dict | None, new: dict, where: Path) -> None:
     """Refuse to append rows that are not comparable with those already written."""
     keys = ("model_sha256", "per_window", "aggregate", "embed_dim", "preprocess", "stride")
     if old is None:
-        raise ConfigError(f"{where}: not an ecgtext embedding file; choose another output or pass --overwrite")
+        raise ConfigError(f"{where}: not an ecgtext embedding file; choose another output",
+                          path=str(where), option="overwrite")
     diff = [k for k in keys if old.get(k) != new.get(k)]
     if diff:
         what = ", ".join(f"{k} {old.get(k)!r} vs {new.get(k)!r}" for k in diff)
-        raise ConfigError(f"{where} was written with different settings ({what}); "
-                          "pass --overwrite or choose another output")
+        raise ConfigError(f"{where} was written with different settings ({what}); choose another output",
+                          path=str(where), field=diff[0], value=(old.get(diff[0]), new.get(diff[0])),
+                          option="overwrite")
+    if "provenance" not in old:
+        raise ProvenanceError(f"{where}: no provenance block (written by an older ecgtext), so the rows "
+                              "cannot be checked against this run; choose another output",
+                              path=str(where), field="provenance", option="overwrite")
+    recorded = Provenance.from_dict(old["provenance"], str(where))
+    recorded.check_same(Provenance.from_dict(new["provenance"], "this run"), str(where), option="overwrite",
+                        advice="; choose another output")
+
+
+def embed_meta(net: "DBeta", prov: Provenance, *, per_window: bool, aggregate: str,
+               stride: int | None) -> dict:
+    """The schema metadata of an embed output (settings + provenance); every engine writes it."""
+    from ecgtext.inference.engine import model_identity
+
+    ident = model_identity(net.model_dir)
+    pre = net.config.preprocess
+    return {"ecgtext_version": __version__, "model": ident.short(), "model_name": ident.name,
+            "model_sha256": ident.weights_sha256, "embed_dim": net.embed_dim, "per_window": per_window,
+            "aggregate": None if per_window else aggregate, "stride": stride,
+            "feature": "unimodal ECG feature (class token -> multi_modal_ecg_proj -> unimodal_ecg_pooler)",
+            "preprocess": {"sample_rate": pre.sample_rate, "window": pre.window, "leads": list(pre.leads),
+                           "units": pre.units, "filter": pre.filter, "normalize": pre.normalize},
+            "provenance": prov.to_dict()}
+
+
+def add_record(rows: _Rows, r, *, per_window: bool, aggregate: str, model_id: str) -> int:
+    """Append one record's :class:`~ecgtext.inference.engine.RecordFeatures` as rows (one, or
+    one per window); returns the number of rows added. Every engine builds rows with this."""
+    common = (r.n_windows, r.source_fs, r.duration_s, list(r.missing_leads), model_id)
+    if per_window:
+        for w in range(r.n_windows):
+            rows.add(r.path, w, float(r.starts_s[w]), *common, r.features[w])
+    else:
+        rows.add(r.path, None, None, *common, r.aggregate(aggregate))
+    rows.records += 1
+    return r.n_windows if per_window else 1
+
+
+def error_entry(err: BaseException) -> dict:
+    """One line of the errors sidecar (``path``, ``error`` class name, ``message``)."""
+    return {"path": getattr(err, "path", None), "error": type(err).__name__,
+            "message": getattr(err, "problem", str(err))}
 
 
 # --------------------------------------------------------------------------- run
@@ -183,9 +247,11 @@ def _done_keys(final: Path, work: Path, meta: dict) -> tuple[set[str], list[Path
         try:
             old_meta = _read_meta(final)
             keys = pq.read_table(final, columns=["path"]).column(0).to_pylist()
+        except ProvenanceError:
+            raise
         except Exception:  # noqa: BLE001 - not Parquet, or not ours
-            raise ConfigError(f"{final}: exists and is not an ecgtext Parquet file; choose another output "
-                              "or pass --overwrite") from None
+            raise ConfigError(f"{final}: exists and is not an ecgtext Parquet file; choose another output",
+                              path=str(final), option="overwrite") from None
         _compatible(old_meta, meta, final)
         done.update(record_key(p) for p in keys)
     parts: list[Path] = []
@@ -199,6 +265,7 @@ def _done_keys(final: Path, work: Path, meta: dict) -> tuple[set[str], list[Path
             except ConfigError:
                 raise
             except Exception:  # noqa: BLE001 - cannot happen with atomic writes; redo its records
+                logger.warning("%s: unreadable part file removed; its records are embedded again", part)
                 part.unlink(missing_ok=True)
                 continue
             done.update(record_key(p) for p in keys)
@@ -211,8 +278,6 @@ def _merge(final: Path, parts: list[Path], schema: "pa.Schema") -> int:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-
-    from ecgtext.fsutil import atomic_path
 
     sources = ([final] if final.exists() else []) + parts
     seen: set[str] = set()
@@ -263,10 +328,12 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
         raise ConfigError(f"flush_every must be at least 1, got {flush_every}")
     out = Path(out)
     if shard is None and out.is_dir():
-        raise ConfigError(f"{out} is a directory (a sharded output?); pass the same --shard, or another -o")
+        raise ConfigError(f"{out} is a directory (a sharded output?); give the same shard, or another output",
+                          path=str(out), option="shard")
     if shard is not None:
         if out.exists() and not out.is_dir():
-            raise ConfigError(f"{out} is a file; a sharded run writes a directory of part files")
+            raise ConfigError(f"{out} is a file; a sharded run writes a directory of part files",
+                              path=str(out))
         others = {p.name.rsplit("-of-", 1)[-1] for p in out.glob("part-*-of-*.parquet")} if out.is_dir() else set()
         if others - {f"{shard[1]:05d}.parquet"}:
             raise ConfigError(f"{out} holds shards of a run split another way; use the same shard "
@@ -274,21 +341,16 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
     final, work, errors_path = output_layout(out, shard)
     if overwrite:
         final.unlink(missing_ok=True)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
     dev = resolve_device(device)
     net = model if not isinstance(model, (str, os.PathLike)) else load_ecg_model(model, device=dev)
-    if net.model_dir is None:
-        raise ConfigError("the model has no directory, so its identity cannot be recorded; load it with "
-                          "ecgtext.load_model(...)")
+    prov = provenance_for(net, device=dev, precision=precision,
+                          source=model if isinstance(model, (str, os.PathLike)) else None,
+                          stride=stride, min_coverage=min_coverage)
+    logger.info("embedding with %s on %s, precision %s", prov.model_id, dev, prov.precision)
     ident = model_identity(net.model_dir)
-    pre = net.config.preprocess
-    meta = {"ecgtext_version": __version__, "model": ident.short(), "model_name": ident.name,
-            "model_sha256": ident.weights_sha256, "embed_dim": net.embed_dim, "per_window": per_window,
-            "aggregate": None if per_window else aggregate, "stride": stride,
-            "feature": "unimodal ECG feature (class token -> multi_modal_ecg_proj -> unimodal_ecg_pooler)",
-            "preprocess": {"sample_rate": pre.sample_rate, "window": pre.window, "leads": list(pre.leads),
-                           "units": pre.units, "filter": pre.filter, "normalize": pre.normalize}}
+    meta = embed_meta(net, prov, per_window=per_window, aggregate=aggregate, stride=stride)
     schema = _schema(net.embed_dim, meta)
 
     done, parts = _done_keys(final, work, meta)
@@ -307,8 +369,6 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
     def flush():
         nonlocal next_part, last_flush
         if len(rows):
-            from ecgtext.fsutil import atomic_path
-
             import pyarrow.parquet as pq
 
             part = work / f"part-{next_part:06d}.parquet"
@@ -333,21 +393,13 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
                 failed += 1
                 if err_fh is None:
                     err_fh = open(errors_path, "a", encoding="utf-8")
-                err_fh.write(json.dumps({"path": getattr(r, "path", None), "error": type(r).__name__,
-                                         "message": getattr(r, "problem", str(r))}) + "\n")
+                err_fh.write(json.dumps(error_entry(r)) + "\n")
                 err_fh.flush()
                 if on_record is not None:
                     on_record(getattr(r, "path", "") or "", r)
                 continue
-            common = (r.n_windows, r.source_fs, r.duration_s, list(r.missing_leads), ident.short())
-            if per_window:
-                for w in range(r.n_windows):
-                    rows.add(r.path, w, float(r.starts_s[w]), *common, r.features[w])
-            else:
-                rows.add(r.path, None, None, *common, r.aggregate(aggregate))
-            rows.records += 1
+            n_rows += add_record(rows, r, per_window=per_window, aggregate=aggregate, model_id=ident.short())
             written += 1
-            n_rows += r.n_windows if per_window else 1
             if on_record is not None:
                 on_record(r.path, None)
             if rows.records >= flush_every or time.monotonic() - last_flush >= flush_seconds:
@@ -361,6 +413,6 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
             err_fh.close()
     if parts or not final.exists():
         _merge(final, parts, schema)
-    shutil.rmtree(work, ignore_errors=True)
+    remove_tree(work)
     return EmbedSummary(output=final, written=written, rows=n_rows, failed=failed, skipped=skipped,
                         errors_path=errors_path if failed else None)
