@@ -24,6 +24,7 @@ import torch
 from ecgtext import errors as E
 from ecgtext.config import PreprocessConfig
 from ecgtext.errors import InputError
+from ecgtext.inference.streaming import StreamedRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from ecgtext.io import ReadOptions
@@ -159,11 +160,14 @@ class RecordDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> PreparedRecord | ReadFailure:
+    def __getitem__(self, i: int) -> PreparedRecord | StreamedRecord | ReadFailure:
         from ecgtext.io import read_ecg
+        from ecgtext.io.stream import should_stream
         from ecgtext.preprocess import prepare
 
         path = self.paths[i]
+        if should_stream(path):  # a long recording: the main loop streams its windows
+            return StreamedRecord(path)
         try:
             ecg = read_ecg(path, self.read_options)
             p = prepare(ecg, self.pre, stride=self.stride, min_coverage=self.min_coverage)
@@ -178,6 +182,28 @@ class RecordDataset(torch.utils.data.Dataset):
 
 def _identity(x):
     return x
+
+
+def _open_streamed(item: StreamedRecord, pre: PreprocessConfig, read_options: "ReadOptions | None",
+                   stride: int | None, min_coverage: float) -> StreamedRecord | PreparedRecord | ReadFailure:
+    """Open a long record for streaming; a format that cannot be read by range is prepared whole."""
+    try:
+        if item.open(pre, read_options, stride, min_coverage):
+            return item
+    except Exception as exc:  # noqa: BLE001 - every failure becomes data, see _failure
+        return _failure(item.path, exc)
+    from ecgtext.io import read_ecg
+    from ecgtext.preprocess import prepare
+
+    try:
+        p = prepare(read_ecg(item.path, read_options), pre, stride=stride, min_coverage=min_coverage)
+    except Exception as exc:  # noqa: BLE001
+        return _failure(item.path, exc)
+    return PreparedRecord(path=item.path, windows=p.windows,
+                          starts_s=p.starts.astype(np.float64) / float(pre.sample_rate),
+                          source_fs=p.source_fs, duration_s=p.duration_s,
+                          missing_leads=list(p.missing_leads), flat_leads=list(p.flat_leads),
+                          nan_fraction=float(p.nan_fraction))
 
 
 def expand_records(paths: Sequence[str], read_options: "ReadOptions | None" = None
@@ -314,7 +340,7 @@ def iter_features(paths: Sequence[str], model: "DBeta", read_options: "ReadOptio
             item, feats, filled = queue[0]
             if isinstance(item, ReadFailure):
                 yield item.to_error()
-            elif filled == len(item.windows):
+            elif filled == (item.n_windows if isinstance(item, StreamedRecord) else len(item.windows)):
                 yield RecordFeatures(path=item.path, features=feats, starts_s=item.starts_s,
                                      source_fs=item.source_fs, duration_s=item.duration_s,
                                      missing_leads=item.missing_leads, flat_leads=item.flat_leads,
@@ -324,17 +350,29 @@ def iter_features(paths: Sequence[str], model: "DBeta", read_options: "ReadOptio
             queue.pop(0)
             base += 1
 
+    def feed(qi: int, windows: Iterator[tuple[int, np.ndarray]]) -> None:
+        for wi, win in windows:
+            batch.append(win)
+            pending.append((qi, wi))
+            if len(batch) == batch_size:
+                run_batch()
+
     for item in source:
+        if isinstance(item, StreamedRecord):
+            item = _open_streamed(item, pre, read_options, stride, min_coverage)
         if isinstance(item, ReadFailure):
             queue.append([item, None, 0])
+        elif isinstance(item, StreamedRecord):  # windows prepared a chunk at a time (bounded memory)
+            slot = [item, np.empty((item.n_windows, model.embed_dim), dtype=np.float32), 0]
+            queue.append(slot)
+            try:
+                feed(base + len(queue) - 1, item.iter_windows())
+            except Exception as exc:  # noqa: BLE001 - a bad stretch of the file fails this record only
+                slot[0] = _failure(item.path, exc)
         else:
             d = model.embed_dim
             queue.append([item, np.empty((len(item.windows), d), dtype=np.float32), 0])
-            for wi, win in enumerate(item.windows):
-                batch.append(win)
-                pending.append((base + len(queue) - 1, wi))
-                if len(batch) == batch_size:
-                    run_batch()
+            feed(base + len(queue) - 1, enumerate(item.windows))
         yield from drain()
     if batch:
         run_batch()

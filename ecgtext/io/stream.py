@@ -251,9 +251,11 @@ def record_bytes(path: str) -> int:
         return 0
 
 
-def should_stream(path: str, min_bytes: int = STREAM_MIN_BYTES) -> bool:
-    """Whether a record is big enough to stream (a cheap size test; nothing is parsed)."""
-    return record_bytes(path) >= min_bytes
+def should_stream(path: str, min_bytes: int | None = None) -> bool:
+    """Whether a record is big enough to stream (a cheap size test; nothing is parsed).
+
+    ``min_bytes`` defaults to :data:`STREAM_MIN_BYTES` (read at call time)."""
+    return record_bytes(path) >= (STREAM_MIN_BYTES if min_bytes is None else min_bytes)
 
 
 # --------------------------------------------------------------------------- windows
