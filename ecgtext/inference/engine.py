@@ -167,7 +167,7 @@ class RecordDataset(torch.utils.data.Dataset):
 
         path = self.paths[i]
         if should_stream(path):  # a long recording: the main loop streams its windows
-            return StreamedRecord(path)
+            return StreamedRecord(path, self.pre, self.read_options, self.stride, self.min_coverage)
         try:
             ecg = read_ecg(path, self.read_options)
             p = prepare(ecg, self.pre, stride=self.stride, min_coverage=self.min_coverage)
@@ -184,11 +184,11 @@ def _identity(x):
     return x
 
 
-def _open_streamed(item: StreamedRecord, pre: PreprocessConfig, read_options: "ReadOptions | None",
-                   stride: int | None, min_coverage: float) -> StreamedRecord | PreparedRecord | ReadFailure:
+def _open_streamed(item: StreamedRecord) -> StreamedRecord | PreparedRecord | ReadFailure:
     """Open a long record for streaming; a format that cannot be read by range is prepared whole."""
+    pre, stride, min_coverage = item.pre, item.stride, item.min_coverage
     try:
-        if item.open(pre, read_options, stride, min_coverage):
+        if item.open():
             return item
     except Exception as exc:  # noqa: BLE001 - every failure becomes data, see _failure
         return _failure(item.path, exc)
@@ -196,7 +196,7 @@ def _open_streamed(item: StreamedRecord, pre: PreprocessConfig, read_options: "R
     from ecgtext.preprocess import prepare
 
     try:
-        p = prepare(read_ecg(item.path, read_options), pre, stride=stride, min_coverage=min_coverage)
+        p = prepare(read_ecg(item.path, item.read_options), pre, stride=stride, min_coverage=min_coverage)
     except Exception as exc:  # noqa: BLE001
         return _failure(item.path, exc)
     return PreparedRecord(path=item.path, windows=p.windows,
@@ -359,7 +359,7 @@ def iter_features(paths: Sequence[str], model: "DBeta", read_options: "ReadOptio
 
     for item in source:
         if isinstance(item, StreamedRecord):
-            item = _open_streamed(item, pre, read_options, stride, min_coverage)
+            item = _open_streamed(item)
         if isinstance(item, ReadFailure):
             queue.append([item, None, 0])
         elif isinstance(item, StreamedRecord):  # windows prepared a chunk at a time (bounded memory)

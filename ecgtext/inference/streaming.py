@@ -32,6 +32,10 @@ class StreamedRecord:
     """
 
     path: str
+    pre: "PreprocessConfig | None" = None
+    read_options: "ReadOptions | None" = None
+    stride: int | None = None
+    min_coverage: float = 0.5
     n_windows: int = 0
     starts_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     source_fs: float = 0.0
@@ -41,16 +45,16 @@ class StreamedRecord:
     nan_fraction: float = 0.0
     _stream: Any = field(default=None, repr=False)
 
-    def open(self, pre: "PreprocessConfig", read_options: "ReadOptions | None", stride: int | None,
-             min_coverage: float) -> bool:
+    def open(self) -> bool:
         """Open the file lazily; ``False`` when its format cannot be read by range."""
         from ecgtext.io.stream import WindowStream, open_lazy
 
-        rec = open_lazy(self.path, read_options)
+        pre = self.pre
+        rec = open_lazy(self.path, self.read_options)
         if rec is None:
             return False
         try:
-            self._stream = WindowStream(rec, pre, stride=stride, min_coverage=min_coverage)
+            self._stream = WindowStream(rec, pre, stride=self.stride, min_coverage=self.min_coverage)
         except BaseException:
             rec.close()
             raise
