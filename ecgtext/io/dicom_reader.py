@@ -89,8 +89,8 @@ def read_dicom(path: str, options: ReadOptions) -> Ecg:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
         raise FormatError(path, "not a DICOM file (no 'DICM' marker)") from None
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise FormatError(path, f"DICOM file is damaged or truncated ({' '.join(str(err).split())})") from None
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise FormatError(path, "DICOM file is damaged or truncated (its data elements do not parse)") from None
     sop = str(ds.get("SOPClassUID", ""))
     if sop not in ECG_SOP_CLASSES:
         what = getattr(ds.get("SOPClassUID"), "name", None) or sop or "no SOP class"
@@ -107,10 +107,19 @@ def read_dicom(path: str, options: ReadOptions) -> Ecg:
     index = pick[0]
     group = groups[index]
     try:
+        n_bytes = (int(group.NumberOfWaveformSamples) * int(group.NumberOfWaveformChannels)
+                   * int(group.WaveformBitsAllocated) // 8)
+        have = len(group.WaveformData)
+    except (AttributeError, TypeError, ValueError):
+        raise FormatError(path, "DICOM RHYTHM group lacks its sample count, channel count, bits "
+                                "allocated or waveform data") from None
+    if have < n_bytes:
+        raise SignalError(path, f"DICOM waveform data are truncated: {have} of {n_bytes} bytes")
+    try:
         raw = ds.waveform_array(index)  # (samples, channels), sensitivity/correction/baseline applied
-    except (ValueError, AttributeError, KeyError) as err:
-        raise SignalError(path, f"DICOM waveform data are damaged or truncated "
-                                f"({' '.join(str(err).split())})") from None
+    except (ValueError, AttributeError, KeyError):
+        raise FormatError(path, "DICOM RHYTHM group cannot be decoded (unsupported sample "
+                                "interpretation or inconsistent channel definitions)") from None
     channels = list(group.get("ChannelDefinitionSequence") or [])
     if len(channels) != raw.shape[1]:
         raise FormatError(path, f"DICOM RHYTHM group defines {len(channels)} channels but holds "

@@ -60,8 +60,8 @@ def _lead(path: str, ld, index: int) -> tuple[str, np.ndarray]:
         raise FormatError(path, f"MUSE lead {name} has no WaveFormData")
     try:
         raw = binascii.a2b_base64("".join(raw_text.split()), strict_mode=True)
-    except (binascii.Error, ValueError) as err:
-        raise FormatError(path, f"MUSE lead {name}: waveform data are not valid base64 ({err})") from None
+    except (binascii.Error, ValueError):
+        raise FormatError(path, f"MUSE lead {name}: waveform data are not valid base64") from None
     size = int(_number(path, text(ld, "LeadSampleSize") or "2", f"lead {name} sample size"))
     if size != 2:
         raise FormatError(path, f"MUSE lead {name} has {size}-byte samples; only 2-byte samples are defined")

@@ -66,9 +66,10 @@ def _decode(path: str) -> tuple[list[np.ndarray], list[str]]:
         raise FormatError(path, f"Philips XML not supported by the decoder: {err}") from None
     except (sierraecg.MissingXmlElementError, sierraecg.MissingXmlAttributeError) as err:
         raise FormatError(path, f"Philips XML lacks the element or attribute {err}") from None
-    except (binascii.Error, ValueError, IndexError, OverflowError, KeyError, TypeError) as err:
-        raise FormatError(path, f"Philips waveform data are damaged (XLI/base64 decoding failed: "
-                                f"{' '.join(str(err).split()) or 'invalid stream'})") from None
+    except (binascii.Error, ValueError, IndexError, OverflowError, KeyError, TypeError):
+        # a damaged LZW stream surfaces as overflow or indexing errors deep in the decoder
+        raise FormatError(path, "Philips waveform data are damaged: the XLI-compressed stream "
+                                "does not decode") from None
     return [np.asarray(lead.samples) for lead in parsed.leads], [lead.label for lead in parsed.leads]
 
 
