@@ -389,6 +389,10 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
         stream = iter_features(keys, net, read_options, batch_size=batch_size, num_workers=num_workers,
                                device=dev, precision=precision, stride=stride, min_coverage=min_coverage)
         for r in [*early, *stream]:
+            if not isinstance(r, EcgTextError) and not np.isfinite(r.features).all():
+                # never written: a NaN row would poison every mean, search and probe downstream
+                r = InputError(r.path, "the model gave non-finite features (NaN or infinity) for this "
+                               "record; nothing written", field="embedding")
             if isinstance(r, EcgTextError):
                 failed += 1
                 if err_fh is None:

@@ -6,6 +6,11 @@ or relative, ``.hea`` or record name); a dataset's keys are the paths its
 adapter found. They are matched by absolute path without extension first, then
 by the record's path relative to the dataset root as a suffix of the key (so
 features embedded from another working directory still match).
+
+Features carry their :class:`~ecgtext.inference.provenance.Provenance`; a run
+that expects features of given weights, precision and preprocessing refuses
+others unless forced, and an unreadable provenance block is an error. Test-split
+records without features are an error unless explicitly allowed.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ecgtext.errors import DataError
+from ecgtext.errors import DataError, ProvenanceError
 from ecgtext.evaluation.datasets.base import KEY_SEP, LabelledDataset, record_path_key
+from ecgtext.inference.provenance import FEATURE_FIELDS, Provenance, check_features, provenance_from_metadata
 
 if TYPE_CHECKING:  # pragma: no cover
     from ecgtext.io import ReadOptions
     from ecgtext.model.dbeta import DBeta
+
 
 @dataclass
 class FeatureTable:
@@ -33,6 +40,7 @@ class FeatureTable:
     model: dict[str, Any] | None = None
     source: str | None = None
     notes: list[str] = field(default_factory=list)
+    provenance: Provenance | None = None  # None: features from elsewhere, nothing recorded
 
     @property
     def dim(self) -> int:
@@ -52,6 +60,8 @@ def _decode_meta(meta: dict[bytes, bytes] | None) -> dict[str, Any] | None:
         try:
             val = json.loads(text)
         except ValueError:
+            if key == "ecgtext":  # our block, damaged: never read past it
+                raise ProvenanceError("the ecgtext metadata block is not valid JSON", field="provenance") from None
             val = text
         if isinstance(val, dict) and key == "ecgtext":
             out.update(val)
@@ -74,7 +84,7 @@ def read_feature_parquet(path: str | os.PathLike) -> FeatureTable:
     aggregates windows by their mean.
     """
     p = os.fspath(path)
-    if not os.path.exists(p):  # a file, or a folder of shards (embed --shard)
+    if not os.path.exists(p):  # a file, or a folder of shards (a sharded embed)
         raise DataError(f"{p}: features file not found")
     try:
         import pyarrow.parquet as pq
@@ -115,7 +125,12 @@ def read_feature_parquet(path: str | os.PathLike) -> FeatureTable:
         notes.append(f"{int(bad.sum())} row(s) with non-finite features ignored")
         keys = [k for k, b in zip(keys, bad) if not b]
         X = X[~bad]
-    return FeatureTable(keys=keys, X=X, model=_decode_meta(table.schema.metadata), source=p, notes=notes)
+    try:
+        model = _decode_meta(table.schema.metadata)
+    except ProvenanceError as exc:
+        raise ProvenanceError(f"{p}: {exc}", path=p, field=exc.field) from None
+    prov = provenance_from_metadata(table.schema.metadata, p)
+    return FeatureTable(keys=keys, X=X, model=model, source=p, notes=notes, provenance=prov)
 
 
 def _tail(key: str) -> str:
@@ -171,47 +186,74 @@ class DatasetFeatures:
                 "errors": self.errors[:20], "notes": self.notes}
 
 
-def model_info(model: "DBeta", source: str | None = None) -> dict[str, Any]:
-    """Provenance of features computed with ``model``: name, weights hash, embedding size."""
+def model_info(model: "DBeta", source: str | None = None, *, device: Any = None,
+               precision: str = "auto") -> dict[str, Any]:
+    """Provenance of features computed with ``model``: name, weights hash, embedding size and
+    (for a model loaded from a directory) the full provenance block under ``provenance``.
+    A weights file that cannot be hashed is an error, not a blank."""
     info: dict[str, Any] = {"source": None if source is None else str(source),
                             "name": getattr(model.config, "name", None), "embed_dim": int(model.embed_dim)}
     model_dir = getattr(model, "model_dir", None)
     if model_dir is not None:
-        try:
-            from ecgtext.inference.engine import model_identity
+        from ecgtext.inference.engine import model_identity
+        from ecgtext.inference.provenance import provenance_for
 
-            ident = model_identity(model_dir)
-            info.update({"name": ident.name, "weights_sha256": ident.weights_sha256,
-                         "model_dir": ident.model_dir, "id": ident.short()})
-        except Exception:  # noqa: BLE001 - provenance is best effort, never fatal
-            info["model_dir"] = str(model_dir)
+        ident = model_identity(model_dir)
+        info.update({"name": ident.name, "weights_sha256": ident.weights_sha256,
+                     "model_dir": ident.model_dir, "id": ident.short()})
+        prov = provenance_for(model, device=device if device is not None else model.device,
+                              precision=precision, source=source)
+        info["provenance"] = prov.to_dict()
     return info
+
+
+def check_table(table: FeatureTable, expect: Provenance | None, *, force: bool = False,
+                fields: tuple[str, ...] = FEATURE_FIELDS) -> list[str]:
+    """Refuse features whose provenance differs from ``expect`` in ``fields`` (or that have
+    none), unless ``force``: then the findings come back as notes. See
+    :func:`ecgtext.inference.provenance.check_features`."""
+    return check_features(table.provenance, expect, table.source or "features", force=force, fields=fields)
 
 
 def dataset_features(ds: LabelledDataset, *, features: FeatureTable | str | os.PathLike | None = None,
                      model: "DBeta | None" = None, model_source: str | None = None,
                      read_options: "ReadOptions | None" = None, rows: np.ndarray | None = None,
                      batch_size: int = 32, num_workers: int = 0, device: str | None = None,
-                     precision: str = "auto") -> DatasetFeatures:
+                     precision: str = "auto", expect: Provenance | None = None,
+                     expect_fields: tuple[str, ...] = FEATURE_FIELDS, force: bool = False,
+                     allow_missing: bool = False) -> DatasetFeatures:
     """Features for ``ds`` (or its ``rows``): from ``features`` (a table or Parquet path) or by
-    running ``model`` over the records. Records without features are dropped and counted;
-    none at all is a :class:`DataError`."""
+    running ``model`` over the records.
+
+    Saved features are checked against ``expect`` (the provenance of the run's
+    model, in ``expect_fields``): different weights, precision or preprocessing are a
+    :class:`~ecgtext.errors.ProvenanceError` unless ``force`` (then a note).
+    Records without features are dropped and counted; in the test split that is
+    a :class:`DataError` unless ``allow_missing`` (the metrics would describe
+    another test set); none at all is always a :class:`DataError`.
+    """
     if rows is not None:
         ds = ds.select(np.asarray(rows))
     errors: list[str] = []
+    extra_notes: list[str] = []
     if features is not None:
         table = features if isinstance(features, FeatureTable) else read_feature_parquet(features)
+        if expect is not None:
+            extra_notes = check_table(table, expect, force=force, fields=expect_fields)
         idx = match_keys(ds, table.keys)
         source = table.source or "features"
     else:
         if model is None:
-            raise DataError("no features: give a features Parquet file (--features) or a model (--model)")
+            raise DataError("no features: give a features Parquet file or a model", field="features",
+                            option="features")
         from ecgtext.inference.engine import embed_paths
 
         X, ok, errs = embed_paths(ds.keys, model, read_options, batch_size=batch_size,
                                   num_workers=num_workers, device=device, precision=precision)
         errors = [str(e) for e in errs]
-        table = FeatureTable(keys=list(ok), X=X, model=model_info(model, model_source), source="computed")
+        info = model_info(model, model_source, device=device, precision=precision)
+        prov = Provenance.from_dict(info["provenance"], "computed") if "provenance" in info else None
+        table = FeatureTable(keys=list(ok), X=X, model=info, source="computed", provenance=prov)
         pos = {k: i for i, k in enumerate(ok)}
         idx = np.array([pos.get(k, -1) for k in ds.keys], dtype=int)
         source = f"computed with {table.model.get('id') or table.model.get('name') or model_source}"
@@ -220,6 +262,17 @@ def dataset_features(ds: LabelledDataset, *, features: FeatureTable | str | os.P
         example = ds.keys[0] if len(ds) else "-"
         why = f"; first error: {errors[0]}" if errors else f" (e.g. no row for {example} in {source})"
         raise DataError(f"{ds.root}: no record of the dataset has features{why}")
+    missing_test = np.flatnonzero(~have & (ds.split == "test"))
+    if len(missing_test) and not allow_missing:
+        example = ds.keys[missing_test[0]]
+        why = f"; first error: {errors[0]}" if errors else ""
+        raise DataError(f"{source}: {len(missing_test)} record(s) of the test split have no features "
+                        f"(e.g. {example}){why}; the metrics would be for another test set",
+                        path=str(ds.root), field="missing features", value=len(missing_test),
+                        option="allow_missing")
+    notes = list(table.notes) + extra_notes
+    if len(missing_test):
+        notes.append(f"{len(missing_test)} test record(s) without features left out (allowed)")
     sub = ds.select(have) if not have.all() else ds
     return DatasetFeatures(dataset=sub, X=table.X[idx[have]], model=table.model, source=source,
-                           n_missing=int((~have).sum()), errors=errors, notes=list(table.notes))
+                           n_missing=int((~have).sum()), errors=errors, notes=notes)
