@@ -15,9 +15,10 @@ What we add on top of the library:
 - channels at different rates are resampled to the fastest ECG rate
   (``meta["resampled_from"]`` says which);
 - EDF+D (discontinuous) files: the records' start times are read from the
-  annotation signal; gaps are listed in ``meta["gaps"]`` (``at_s``: stored
-  time where the gap is, ``gap_s``: its length) and ``meta["discontinuous"]``
-  is True. The samples are returned as stored, back to back.
+  annotation signal. Records that are back to back read like EDF+C
+  (``meta["discontinuous"]`` False); a real gap is a :class:`FormatError`
+  naming the gaps (EDFlib does not read such files either, and windows across
+  a gap would join unrelated signal).
 
 Patient name, code and birth date (EDF+ patient field) stay out of ``meta``
 unless ``ReadOptions.include_identifiers``. :func:`open_edf` +
@@ -73,6 +74,8 @@ class EdfInfo:
     units: list[str]
     units_source: str
     lib_index: list[int]  # pyEDFlib channel index of each kept signal (annotations excluded)
+    gain: list[float] = field(default_factory=list)  # physical per digital unit, all signals
+    offset: list[float] = field(default_factory=list)  # physical = digital * gain + offset
     meta: dict[str, Any] = field(default_factory=dict)
     identifiers: dict[str, Any] = field(default_factory=dict)
 
@@ -135,6 +138,14 @@ def open_edf(path: str, options: ReadOptions) -> EdfInfo:
 
     labels = col(0, 16)
     dims = col(16 + 80, 8)
+    try:
+        pmin, pmax, dmin, dmax = (np.array([float(v) for v in col(16 + 80 + 8 + 8 * k, 8)]) for k in range(4))
+    except ValueError:
+        raise FormatError(path, "EDF header has a physical or digital minimum/maximum that is not a number",
+                          field="physical range") from None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = (pmax - pmin) / (dmax - dmin)
+    offset = pmin - gain * dmin
     spr = [int(float(x or 0)) for x in col(16 + 80 + 8 + 8 * 4 + 80, 8)]
     sample_bytes = 3 if bdf else 2
     record_bytes = sum(spr) * sample_bytes
@@ -191,7 +202,8 @@ def open_edf(path: str, options: ReadOptions) -> EdfInfo:
     units_source = "file" if stated else ("option" if options.units and options.units != "adc" else "assumed")
     info = EdfInfo(path=path, n_records=n_records, record_s=record_s, header_bytes=header_bytes,
                    sample_bytes=sample_bytes, labels=labels, spr=spr, kept=kept, names=names,
-                   mv_scale=scales, units=units, units_source=units_source, lib_index=lib_index)
+                   mv_scale=scales, units=units, units_source=units_source, lib_index=lib_index,
+                   gain=gain.tolist(), offset=offset.tolist())
     kind = "BDF" if bdf else "EDF"
     if reserved.startswith(("EDF+", "BDF+")):
         kind = reserved[:5]
@@ -201,10 +213,13 @@ def open_edf(path: str, options: ReadOptions) -> EdfInfo:
     _header_meta(head, kind, info)
     if kind.endswith("+D"):
         gaps = _gaps(path, info)
-        info.meta["discontinuous"] = bool(gaps)
-        info.meta["gaps"] = gaps
         if gaps:
-            log.warning("%s: EDF+D with %d gap(s); samples are joined as stored (meta['gaps'])", path, len(gaps))
+            g = gaps[0]
+            raise FormatError(path, f"{kind} (discontinuous) recording with {len(gaps)} gap(s), the first "
+                                    f"{g['gap_s']:g} s long at {g['at_s']:g} s of stored signal: windows across a "
+                                    "gap would join unrelated signal; split the file into continuous parts",
+                              field="discontinuities", value=len(gaps))
+        info.meta["discontinuous"] = False  # EDF+D whose records happen to be back to back
     return info
 
 
@@ -255,10 +270,54 @@ def _gaps(path: str, info: EdfInfo) -> list[dict[str, float]]:
     return gaps
 
 
-def open_reader(path: str):
-    """A pyEDFlib reader, its errors as :class:`FormatError` (close it when done)."""
+class _RecordReader:
+    """Samples of an EDF+D file whose records are back to back, decoded with numpy.
+
+    EDFlib refuses every EDF+D file, even one without a gap; the data-record
+    layout is the same as EDF+C, so these few lines read it (digital ->
+    physical with the header's ranges, as EDFlib does).
+    """
+
+    def __init__(self, info: EdfInfo):
+        self.info = info
+
+    def readSignal(self, chn: int, start: int = 0, n: int | None = None) -> np.ndarray:  # noqa: N802 - pyEDFlib's name
+        info = self.info
+        i = [k for k, lab in enumerate(info.labels) if lab not in _ANNOTATIONS][chn]
+        spr, sb = info.spr[i], info.sample_bytes
+        total = info.n_records * spr
+        n = total - start if n is None else n
+        stop = min(total, start + n)
+        r0, r1 = start // spr, -(-stop // spr)
+        record_bytes = sum(info.spr) * sb
+        raw = np.memmap(info.path, dtype=np.uint8, mode="r", offset=info.header_bytes + r0 * record_bytes,
+                        shape=(r1 - r0, record_bytes))
+        a = sum(info.spr[:i]) * sb
+        block = np.array(raw[:, a: a + spr * sb]).reshape(-1)
+        del raw
+        if sb == 2:
+            dig = block.view("<i2").astype(np.float64)
+        else:  # BDF: 24-bit little-endian two's complement
+            b = block.reshape(-1, 3).astype(np.int32)
+            v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+            dig = np.where(v >= 1 << 23, v - (1 << 24), v).astype(np.float64)
+        x = dig[start - r0 * spr: stop - r0 * spr]
+        return x * info.gain[i] + info.offset[i]
+
+    def close(self) -> None:
+        pass
+
+
+def open_reader(path: str, info: EdfInfo | None = None):
+    """A pyEDFlib reader, its errors as :class:`FormatError` (close it when done).
+
+    A gap-free EDF+D file (``info.meta["discontinuous"]`` False) is read by
+    :class:`_RecordReader`, since EDFlib rejects all EDF+D files.
+    """
     import pyedflib
 
+    if info is not None and info.meta.get("discontinuous") is False:
+        return _RecordReader(info)
     try:
         return pyedflib.EdfReader(path)
     except OSError as exc:
@@ -266,28 +325,16 @@ def open_reader(path: str):
         raise FormatError(path, f"EDF file rejected by EDFlib: {msg}") from None
 
 
-def read_edf_range(reader, info: EdfInfo, start: int, stop: int) -> np.ndarray:
-    """Samples ``[start, stop)`` of the kept channels, ``(kept, n)`` float64 mV.
-
-    Only for files whose kept channels share one rate (:attr:`EdfInfo.uniform`).
-    """
-    out = np.empty((len(info.kept), stop - start), dtype=np.float64)
-    for k, ch in enumerate(info.lib_index):
-        out[k] = reader.readSignal(ch, start, stop - start)
-        out[k] *= info.mv_scale[k]
-    return out
-
-
 def read_edf(path: str, options: ReadOptions) -> Ecg:
     """Read an EDF/EDF+/BDF file: the ECG channels in mV, ``(leads, samples)`` float32.
 
     ``meta``: ``format`` (EDF, EDF+C, EDF+D, BDF, ...), ``acquired``, ``sex`` and
     ``device`` where EDF+ states them, ``dropped_channels``, ``resampled_from``,
-    ``derived_leads``, and for EDF+D ``discontinuous`` / ``gaps``.
+    ``derived_leads``, and for EDF+D ``discontinuous`` (False: gaps are an error).
     """
     display = str(path)
     info = open_edf(display, options)
-    reader = open_reader(display)
+    reader = open_reader(display, info)
     try:
         fs = info.fs
         n = info.n_samples

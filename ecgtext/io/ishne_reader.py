@@ -140,18 +140,24 @@ def read_header(path: str) -> IshneHeader:
                        lead_codes=codes[:n_leads], resolution_nv=res, meta=meta, identifiers=ids)
 
 
-def open_samples(path: str, h: IshneHeader) -> np.ndarray:
-    """The raw samples as a read-only ``(samples, leads)`` int16 memory map (no data read yet)."""
-    return np.memmap(path, dtype="<i2", mode="r", offset=h.ecg_offset, shape=(h.n_samples, h.n_leads))
-
-
 def read_ishne_range(path: str, h: IshneHeader, start: int, stop: int) -> np.ndarray:
-    """Samples ``[start, stop)`` of the named leads as ``(leads, n)`` float64 mV."""
-    raw = open_samples(path, h)
+    """Samples ``[start, stop)`` of the named leads as ``(leads, n)`` float64 mV.
+
+    Only that range is mapped, and unmapped on return: a map kept open over a
+    24-hour file would count every page read so far in the process's memory.
+    """
+    start, stop = max(0, start), min(h.n_samples, stop)
     keep = h.keep
     scale = np.asarray([h.resolution_nv[k] for k in keep], dtype=np.float64)[:, None] * 1e-6  # nV -> mV
-    # the one place this format's (samples, leads) interleaving becomes (leads, samples)
-    return raw[start:stop, keep].T.astype(np.float64) * scale
+    if stop <= start:
+        return np.zeros((len(keep), 0))
+    raw = np.memmap(path, dtype="<i2", mode="r", offset=h.ecg_offset + 2 * h.n_leads * start,
+                    shape=(stop - start, h.n_leads))
+    try:
+        # the one place this format's (samples, leads) interleaving becomes (leads, samples)
+        return raw[:, keep].T.astype(np.float64) * scale
+    finally:
+        del raw
 
 
 def read_ishne(path: str, options: ReadOptions) -> Ecg:

@@ -117,6 +117,9 @@ def _finish(path: str, fs: float, stored: list[str], n: int, read: Callable[[int
 
 
 # --------------------------------------------------------------------------- formats
+# _mapped: every range read maps only that range and unmaps it on return. A map held open
+# over a whole 24-hour file would keep each page read so far resident in the process
+# (counted in its RSS) -- memory that grows with the recording, which is what we avoid.
 def _lazy_npy(path: str, options: ReadOptions) -> LazyRecord | None:
     if not path.lower().endswith(".npy") or options.fs is None or options.leads is None:
         return None  # .npz cannot be memory-mapped; without fs/leads read_ecg reports the problem
@@ -126,14 +129,20 @@ def _lazy_npy(path: str, options: ReadOptions) -> LazyRecord | None:
         return None
     if arr.ndim != 2 or arr.dtype.kind not in "iuf":
         return None
-    sig = orient(arr, len(options.leads), options.layout, path)  # a view: nothing read
+    n = orient(arr, len(options.leads), options.layout, path).shape[1]  # a view: nothing read
+    del arr
     units = options.units or "mV"
     scale = unit_scale(units, options.gain, path)
 
     def read(a: int, b: int) -> np.ndarray:
-        return np.asarray(sig[:, a:b], dtype=np.float64) * scale
+        # a fresh map per range, dropped on return (see _mapped)
+        view = orient(np.load(path, mmap_mode="r", allow_pickle=False), len(options.leads), options.layout, path)
+        try:
+            return np.asarray(view[:, a:b], dtype=np.float64) * scale
+        finally:
+            del view
 
-    return _finish(path, options.fs, list(options.leads), sig.shape[1], read, options,
+    return _finish(path, options.fs, list(options.leads), n, read, options,
                    {"format": "npy"}, units_source="assumed" if options.units is None else "option")
 
 
@@ -166,12 +175,14 @@ def _lazy_wfdb(path: str, options: ReadOptions) -> LazyRecord | None:
         try:
             if os.path.getsize(file) < offset + 2 * h.n_sig * h.sig_len:
                 return None  # truncated: read_ecg says so
-            raw = np.memmap(file, dtype="<i2", mode="r", offset=offset, shape=(h.sig_len, h.n_sig))
         except OSError:
             return None
 
         def read(a: int, b: int) -> np.ndarray:
-            frame = raw[a:b].T  # the WFDB (samples, channels) layout, transposed for this chunk
+            # map only this range (see _mapped): (samples, channels), transposed for this chunk
+            raw = np.memmap(file, dtype="<i2", mode="r", offset=offset + 2 * h.n_sig * a, shape=(b - a, h.n_sig))
+            frame = np.array(raw).T
+            del raw
             x = frame.astype(np.float64)
             x[frame == -32768] = np.nan
             return (x - baseline) / gain * scale
@@ -185,20 +196,17 @@ def _lazy_wfdb(path: str, options: ReadOptions) -> LazyRecord | None:
 
 
 def _lazy_ishne(path: str, options: ReadOptions) -> LazyRecord | None:
-    from .ishne_reader import open_samples, read_header
+    from .ishne_reader import read_header, read_ishne_range
 
     h = read_header(path)
     keep = h.keep
     if not keep:
         return None
-    raw = open_samples(path, h)
-    res = np.asarray([h.resolution_nv[k] for k in keep], dtype=np.float64)[:, None] * 1e-6
 
     def read(a: int, b: int) -> np.ndarray:
-        return raw[a:b, keep].T.astype(np.float64) * res
+        return read_ishne_range(path, h, a, b)
 
-    meta = dict(h.meta)
-    return _finish(path, h.fs, [h.names[k] for k in keep], h.n_samples, read, options, meta, derive=True)
+    return _finish(path, h.fs, [h.names[k] for k in keep], h.n_samples, read, options, dict(h.meta), derive=True)
 
 
 def _lazy_edf(path: str, options: ReadOptions) -> LazyRecord | None:
@@ -207,7 +215,7 @@ def _lazy_edf(path: str, options: ReadOptions) -> LazyRecord | None:
     info = open_edf(path, options)
     if not info.uniform:
         return None  # channels at different rates: read_ecg resamples them whole
-    reader = open_reader(path)
+    reader = open_reader(path, info)
 
     def read(a: int, b: int) -> np.ndarray:
         return read_edf_range(reader, info, a, b)
