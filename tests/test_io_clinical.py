@@ -349,3 +349,52 @@ def test_muse_entity_expansion_refused(tmp_path, no_network):
     with pytest.raises(FormatError, match="refused") as err:
         read_ecg(p)
     one_line_naming(err.value, p)
+
+
+# ---- the real CLI over one folder mixing every clinical format and WFDB ----------------------------------
+
+OTHER_FORMATS = ["scp/Example.scp", "scp/demo.scp", "ishne/ECG_P28.01.ecg", "ishne/ECG_P28.01.ann",
+                 "edf/ptbxl_00010_hr.edf", "edf/ptbxl_00020_hr.edf", "edf/ptbxl_00030_hr.edf"]
+
+
+@pytest.mark.shared
+def test_cli_embed_mixed_folder(tmp_path):
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    # copied at test time only: some of these files may not be redistributed
+    for rel in FILES + OTHER_FORMATS:
+        shutil.copy(clinical() / rel, folder / rel.replace("/", "__"))
+    for name in ("00001_hr.hea", "00001_hr.dat"):
+        shutil.copy(PTBXL / name, folder / name)
+    muse = (clinical() / "muse/synthetic_muse.xml").read_text(encoding="latin-1")
+    at = muse.index("<WaveformType>Rhythm")
+    (folder / "broken_base64.xml").write_text(
+        muse[:at] + replace_in_first(muse[at:], "WaveFormData", lambda t: "!!" + t[2:]), encoding="latin-1")
+    dcm = (clinical() / "dicom/waveform_ecg.dcm").read_bytes()
+    (folder / "broken_truncated.dcm").write_bytes(dcm[: len(dcm) // 2])
+    (folder / "broken_not_ecg.xml").write_text("<?xml version='1.0'?><orders><order id='1'/></orders>")
+    good = len(FILES) + len(OTHER_FORMATS) - 1 + 1  # the .ann is not a recording; + the WFDB record
+
+    out = tmp_path / "emb.parquet"
+    exe = Path(sys.executable).with_name("ecgtext")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ecgtext"]
+    r = subprocess.run(cmd + ["embed", str(folder), "-o", str(out), "--model", str(TINY_DIR), "-j", "0"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr
+    table = pq.read_table(out).to_pandas()
+    assert len(table) == good and table["path"].is_unique
+    assert not any("broken" in p for p in table["path"])
+    assert all(len(m) == 0 for m in table["missing_leads"])  # all 12 leads everywhere (MUSE: derived)
+    errors = [json.loads(line) for line in out.with_name("emb.errors.jsonl").read_text().splitlines()]
+    assert sorted(os.path.basename(e["path"]) for e in errors) == \
+        ["broken_base64.xml", "broken_not_ecg.xml", "broken_truncated.dcm"]
+    assert all("\n" not in e["message"] for e in errors)  # the problem; the file is in "path"
+    for name in ("broken_base64.xml", "broken_not_ecg.xml", "broken_truncated.dcm"):
+        assert any(name in line for line in r.stderr.splitlines() if "base64" in line or "XML root" in line
+                   or "truncated" in line)  # one line per broken file on stderr, naming it
+    assert f"{good} embedded, 3 failed" in r.stderr
