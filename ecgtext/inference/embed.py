@@ -182,17 +182,12 @@ def _read_meta(path: Path) -> dict | None:
 
 
 def _compatible(old: dict | None, new: dict, where: Path) -> None:
-    """Refuse to append rows that are not comparable with those already written."""
-    keys = ("model_sha256", "per_window", "aggregate", "embed_dim", "preprocess", "stride")
+    """Refuse to append rows that are not comparable with those already written: first
+    their provenance (weights, precision, device, preprocessing, version), then the
+    embedding settings (rows per record or window, aggregation)."""
     if old is None:
         raise ConfigError(f"{where}: not an ecgtext embedding file; choose another output",
                           path=str(where), option="overwrite")
-    diff = [k for k in keys if old.get(k) != new.get(k)]
-    if diff:
-        what = ", ".join(f"{k} {old.get(k)!r} vs {new.get(k)!r}" for k in diff)
-        raise ConfigError(f"{where} was written with different settings ({what}); choose another output",
-                          path=str(where), field=diff[0], value=(old.get(diff[0]), new.get(diff[0])),
-                          option="overwrite")
     if "provenance" not in old:
         raise ProvenanceError(f"{where}: no provenance block (written by an older ecgtext), so the rows "
                               "cannot be checked against this run; choose another output",
@@ -200,6 +195,13 @@ def _compatible(old: dict | None, new: dict, where: Path) -> None:
     recorded = Provenance.from_dict(old["provenance"], str(where))
     recorded.check_same(Provenance.from_dict(new["provenance"], "this run"), str(where), option="overwrite",
                         advice="; choose another output")
+    keys = ("model_sha256", "per_window", "aggregate", "embed_dim", "preprocess", "stride")
+    diff = [k for k in keys if old.get(k) != new.get(k)]
+    if diff:
+        what = ", ".join(f"{k} {old.get(k)!r} vs {new.get(k)!r}" for k in diff)
+        raise ConfigError(f"{where} was written with different settings ({what}); choose another output",
+                          path=str(where), field=diff[0], value=(old.get(diff[0]), new.get(diff[0])),
+                          option="overwrite")
 
 
 def embed_meta(net: "DBeta", prov: Provenance, *, per_window: bool, aggregate: str,

@@ -148,9 +148,10 @@ def resolve_precision(device: "torch.device | str", precision: str = "auto") -> 
 
 def provenance_for(model: "DBeta", *, device: "torch.device | str", precision: str = "auto",
                    source: str | os.PathLike | None = None, stride: int | None = None,
-                   min_coverage: float | None = None) -> Provenance:
+                   min_coverage: float = 0.5) -> Provenance:
     """The provenance of features ``model`` computes on ``device`` with the ``precision``
-    option (resolved) and the windowing ``stride`` / ``min_coverage``."""
+    option (resolved) and the windowing ``stride`` / ``min_coverage`` (defaults as in
+    :func:`~ecgtext.inference.engine.iter_features`)."""
     import torch
 
     from ecgtext import __version__
@@ -164,7 +165,7 @@ def provenance_for(model: "DBeta", *, device: "torch.device | str", precision: s
     contract = {"sample_rate": float(pre.sample_rate), "window": int(pre.window), "leads": list(pre.leads),
                 "units": pre.units, "filter": pre.filter, "normalize": pre.normalize,
                 "stride": None if stride is None else int(stride),
-                "min_coverage": None if min_coverage is None else float(min_coverage)}
+                "min_coverage": float(min_coverage)}
     dev = torch.device(device)
     return Provenance(model_name=ident.name, weights_sha256=ident.weights_sha256,
                       precision=resolve_precision(dev, precision), device_type=dev.type,
