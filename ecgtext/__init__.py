@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "load_model": ("ecgtext.model.loading", "load_model"),
+    "load_model": ("ecgtext.hub.load", "load_model"),
     "DBeta": ("ecgtext.model.dbeta", "DBeta"),
     "read_ecg": ("ecgtext.io", "read_ecg"),
     "iter_records": ("ecgtext.io", "iter_records"),

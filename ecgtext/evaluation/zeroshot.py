@@ -137,7 +137,7 @@ def zeroshot_dataset(dataset: LabelledDataset, model: "DBeta | str | os.PathLike
 def _source_info(source: Any) -> dict[str, Any]:
     try:
         from ecgtext.inference.engine import model_identity
-        from ecgtext.model.loading import resolve_source
+        from ecgtext.hub.load import resolve_source
 
         ident = model_identity(resolve_source(source))
         return {"source": str(source), "name": ident.name, "weights_sha256": ident.weights_sha256,

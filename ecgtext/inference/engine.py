@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -84,7 +84,7 @@ def load_ecg_model(source: str | os.PathLike = "dbeta-base", device: str | torch
     shapes, safe reads, no random-weight fallback; ``source`` = model dir,
     registry name or ``hf-hub:`` id), built without random initialisation.
     """
-    from ecgtext.model.loading import load_model
+    from ecgtext.hub.load import load_model
 
     return load_model(source, device=None if device is None else resolve_device(device), components="ecg")
 
@@ -302,6 +302,18 @@ def iter_features(paths: Sequence[str], model: "DBeta", read_options: "ReadOptio
     through the model. ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on
     CPU), ``fp32`` or ``bf16``. Features come back as float32 on the CPU.
     """
+    dev = resolve_device(device) if device is not None else model.device
+    source = iter_prepared(paths, model.config.preprocess, read_options, num_workers=num_workers,
+                           stride=stride, min_coverage=min_coverage, device_type=dev.type)
+    yield from features_from_prepared(source, model, batch_size=batch_size, device=dev, precision=precision)
+
+
+def features_from_prepared(source: Iterable[PreparedRecord | ReadFailure], model: "DBeta", *,
+                           batch_size: int = 32, device: str | torch.device | None = None,
+                           precision: str = "auto") -> Iterator[RecordFeatures | InputError]:
+    """The model half of :func:`iter_features`: prepared records (or read failures) in,
+    per-record features (or the record's :class:`InputError`) out, in the same order.
+    Engines that read elsewhere (Ray tasks) call this to run the same inference code."""
     if batch_size < 1:
         raise E.ConfigError(f"batch size must be at least 1, got {batch_size}")
     dev = resolve_device(device) if device is not None else model.device
@@ -309,9 +321,6 @@ def iter_features(paths: Sequence[str], model: "DBeta", read_options: "ReadOptio
         model.to(dev)
     model.eval()
     amp = autocast_context(dev, precision)  # validates precision early
-    pre = model.config.preprocess
-    source = iter_prepared(paths, pre, read_options, num_workers=num_workers, stride=stride,
-                           min_coverage=min_coverage, device_type=dev.type)
 
     # records (or failures) in input order, each [item, features (W, D) filled window by
     # window as batches run, count of filled windows]; yielded from the front when complete

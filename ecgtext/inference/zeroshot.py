@@ -66,7 +66,7 @@ def _tokenizer_digest(model_dir: Path) -> str:
     from ecgtext.model.tokenizer import TOKENIZER_FILES
 
     h = hashlib.sha256()
-    for name in TOKENIZER_FILES + ("added_tokens.json",):
+    for name in TOKENIZER_FILES:
         f = model_dir / name
         if f.is_file():
             h.update(f"{name}:{file_sha256(f)}\n".encode())
@@ -139,7 +139,7 @@ def label_features(model_or_source: "DBeta | str | os.PathLike", labels: dict[st
     name / ``hf-hub:`` id (the text tower is then loaded only on a cache miss).
     """
     from ecgtext.model.dbeta import DBeta
-    from ecgtext.model.loading import load_model, resolve_source
+    from ecgtext.hub.load import load_model, resolve_source
 
     if not labels:
         raise ConfigError("no labels to score: give --labels NAME|FILE.json or --label CODE=TEXT")
@@ -198,7 +198,7 @@ def _prepare_run(model: "DBeta | str | os.PathLike", labels: dict[str, str], low
     """The ECG model and label features; on a cache hit only the ECG path is loaded."""
     from ecgtext.inference.engine import load_ecg_model
     from ecgtext.model.dbeta import DBeta
-    from ecgtext.model.loading import load_model, resolve_source
+    from ecgtext.hub.load import load_model, resolve_source
 
     if isinstance(model, DBeta):
         return model, label_features(model, labels, lowercase, use_cache)

@@ -108,75 +108,73 @@ def load_state_strict(model: DBeta, sd: Mapping[str, torch.Tensor], where: str =
         enc.encoder.embed_tokens.weight = enc.shared.weight
 
 
-def build_model(config: ModelDirConfig | str, components: Components = "all") -> DBeta:
-    """A randomly initialised model from a config or a preset name (for pretraining / tests)."""
+def build_model(config: ModelDirConfig | str, components: Components = "all", *, random_init: bool = True) -> DBeta:
+    """The one model builder: a model from a config or a preset name.
+
+    ``random_init=True`` initialises weights as the reference does (pretraining,
+    random baselines, tests); ``False`` leaves them uninitialised for a strict
+    load to fill (fast, see :func:`skip_random_init`).
+    """
     if isinstance(config, str):
         config = load_preset(config)
-    return DBeta(config, components=components)
+    if random_init:
+        return DBeta(config, components=components)
+    with skip_random_init():
+        return DBeta(config, components=components)
 
 
-def resolve_source(source: str | os.PathLike) -> Path:
-    """A model directory for ``source``: a local directory, a registry name or ``hf-hub:org/repo``."""
-    p = Path(source).expanduser()
-    if p.is_dir():
-        return p
-    s = str(source)
-    from ..hub import registry, resolve_model
-
-    looks_local = os.sep in s or s.startswith((".", "~"))
-    if s.startswith("hf-hub:") or s in registry() or not looks_local:
-        return resolve_model(s)
-    raise ModelError(f"{s}: no such model directory")
+_SKIPPED_INITS = ("normal_", "uniform_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_",
+                  "xavier_uniform_", "trunc_normal_", "orthogonal_")
 
 
-_INIT_FUNCS = ("normal_", "uniform_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_",
-               "xavier_uniform_", "trunc_normal_", "orthogonal_")
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """Turns random initialisers into no-ops for the thread that enters it.
+
+    Torch-function modes live on a per-thread stack, so other threads building
+    or initialising modules at the same time are unaffected (unlike patching
+    ``torch.nn.init``). Random init costs > 1 s for the base ECG path on 2 cores,
+    and building on the meta device instead makes torch import ``torch._dynamo``
+    (1.5-15 s): that is why we skip init this way.
+    """
+
+    _funcs = frozenset(
+        [getattr(torch.nn.init, n) for n in _SKIPPED_INITS if hasattr(torch.nn.init, n)]
+        + [getattr(torch.Tensor, n) for n in ("normal_", "uniform_")])
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self._funcs:
+            return args[0] if args else (kwargs or {}).get("tensor")
+        return func(*args, **(kwargs or {}))
 
 
 @contextlib.contextmanager
 def skip_random_init():
     """Build modules without random initialisation (weights left as ``torch.empty``).
 
-    A strict load then replaces every parameter and persistent buffer. Random
-    init costs > 1 s for the base ECG path on 2 cores, and building on the meta
-    device instead makes torch import ``torch._dynamo`` (1.5-5 s) for ``normal_``
-    / ``norm``. Patches torch globally while active: do not build models in other
-    threads meanwhile.
+    A strict load then replaces every parameter and persistent buffer.
+    Thread-safe: only the calling thread is affected.
     """
-    saved_init = {n: getattr(torch.nn.init, n) for n in _INIT_FUNCS if hasattr(torch.nn.init, n)}
-    saved_tensor = {n: getattr(torch.Tensor, n) for n in ("normal_", "uniform_")}
-
-    def skip(tensor, *args, **kwargs):
-        return tensor
-
-    try:
-        for n in saved_init:
-            setattr(torch.nn.init, n, skip)
-        for n in saved_tensor:
-            setattr(torch.Tensor, n, skip)
+    with _SkipInit():
         yield
-    finally:
-        for n, f in saved_init.items():
-            setattr(torch.nn.init, n, f)
-        for n, f in saved_tensor.items():
-            setattr(torch.Tensor, n, f)
 
 
-def load_model(source: str | os.PathLike = "dbeta-base", device: str | torch.device | None = None,
-               components: Components = "all", dtype: torch.dtype | None = None) -> DBeta:
-    """Load a ready model (eval mode) from a model directory, registry name or ``hf-hub:`` id.
+def load_model_dir(model_dir: str | os.PathLike, device: str | torch.device | None = None,
+                   components: Components = "all", dtype: torch.dtype | None = None) -> DBeta:
+    """Load a ready model (eval mode) from a model directory (``config.json`` + weights).
 
     ``components="ecg"`` loads only the ECG feature path (fast; enough for
-    ``encode_ecg``). Weights must match the architecture exactly.
+    ``encode_ecg``). Weights must match the architecture exactly. Registry names
+    and ``hf-hub:`` ids are resolved by :func:`ecgtext.load_model` (the Hub layer).
     """
-    model_dir = resolve_source(source)
+    model_dir = Path(model_dir).expanduser()
+    if not model_dir.is_dir():
+        raise ModelError(f"{model_dir}: no such model directory", path=str(model_dir))
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir}: no config.json (not a model directory)")
     config = load_config(model_dir)
     weights = find_weights(model_dir)
     sd = read_checkpoint(weights, prefixes=ECG_PATH_PREFIXES if components == "ecg" else None)
-    with skip_random_init():
-        model = DBeta(config, components=components)
+    model = build_model(config, components, random_init=False)
     load_state_strict(model, sd, where=str(weights))
     _check_no_uninitialised_buffers(model)
     model.model_dir = model_dir
@@ -186,6 +184,10 @@ def load_model(source: str | os.PathLike = "dbeta-base", device: str | torch.dev
     if device is not None:
         model.to(device)
     return model
+
+
+# Directory-only loader under its historical name (``ecgtext.load_model`` resolves names too).
+load_model = load_model_dir
 
 
 def _check_no_uninitialised_buffers(model: DBeta) -> None:
@@ -204,8 +206,6 @@ def state_dict_for_saving(model: DBeta) -> dict[str, torch.Tensor]:
 def save_model_dir(model: DBeta, out_dir: str | Path, tokenizer_from: str | Path | None = None,
                    extra_config: dict | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically."""
-    from safetensors.torch import save_file
-
     from ..fsutil import atomic_dir
 
     if model.components != "all":
@@ -217,7 +217,7 @@ def save_model_dir(model: DBeta, out_dir: str | Path, tokenizer_from: str | Path
         if extra_config:
             cfg.update(extra_config)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-        save_file(state_dict_for_saving(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_safetensors(state_dict_for_saving(model), tmp / "model.safetensors")
         src = Path(tokenizer_from) if tokenizer_from else model.model_dir
         if src is not None:
             copy_tokenizer_files(src, tmp)
@@ -243,7 +243,7 @@ def save_safetensors(state: dict, path: str | os.PathLike) -> None:
 
 
 def copy_tokenizer_files(src: str | Path, dst: str | Path) -> None:
-    for name in TOKENIZER_FILES + ("added_tokens.json",):
+    for name in TOKENIZER_FILES:
         f = Path(src) / name
         if f.is_file():
             shutil.copyfile(f, Path(dst) / name)  # the umask's mode, not the source's

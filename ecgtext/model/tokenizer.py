@@ -6,7 +6,9 @@ from pathlib import Path
 
 from ..errors import ModelError
 
-TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# every file that makes up a tokenizer in a model directory (copied, downloaded and hashed as a set)
+TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
 
 
 def load_tokenizer(model_dir: str | Path):
@@ -14,7 +16,7 @@ def load_tokenizer(model_dir: str | Path):
     d = Path(model_dir)
     if not any((d / f).exists() for f in ("spiece.model", "tokenizer.json")):
         raise ModelError(f"{d}: no tokenizer files (spiece.model / tokenizer.json); "
-                         "run `ecgtext download` or copy the Flan-T5 tokenizer files there")
+                         "download the model again or copy the Flan-T5 tokenizer files there", path=str(d))
     from transformers import AutoTokenizer
 
     try:

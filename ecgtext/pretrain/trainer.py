@@ -206,7 +206,8 @@ def build_initial_model(cfg: TrainConfig, tokenizer_out: Path, write: bool):
     pretrained Flan-T5 text tower from the Hub cache), or a D-BETA model (dir,
     registry name, ``hf-hub:`` id) for continued pretraining.
     """
-    from ..model.loading import build_model, copy_tokenizer_files, load_model
+    from ..hub.load import load_model
+    from ..model.loading import build_model, copy_tokenizer_files
 
     torch.manual_seed(derive_seed(cfg.seed, 0x1417))  # the same random init on every rank
     if cfg.init in ("scratch", "flan-t5"):
