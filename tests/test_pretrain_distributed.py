@@ -50,7 +50,7 @@ def test_torchrun_two_processes(tmp_path):
     # only rank 0 wrote: one start record, one model
     assert sum(1 for r in recs if r.get("event") == "start") == 1
     import ecgtext
-    from ecgtext.pretrain.trainer import param_hash
+    from ecgtext.pretrain.checkpoint import param_hash
 
     model = ecgtext.load_model(out / "model")
     assert param_hash(model) == end["param_hash"]
@@ -59,7 +59,7 @@ def test_torchrun_two_processes(tmp_path):
 GATHER_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     from ecgtext.model.losses import ets_loss
-    from ecgtext.pretrain.trainer import Dist, make_gather_text
+    from ecgtext.pretrain.distributed import Dist, make_gather_text
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     g = torch.Generator().manual_seed(0)

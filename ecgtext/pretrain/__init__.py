@@ -22,7 +22,8 @@ def pretrain(cfg: TrainConfig) -> Path:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we tokenise in one process
-    from .trainer import Dist, Trainer
+    from .distributed import Dist
+    from .trainer import Trainer
 
     dist_info = Dist.from_env(cfg.device)
     try:

@@ -187,10 +187,11 @@ def load_pairs(dataset: str, manifest: str | None = None, root: str | None = Non
     """Dispatch on ``dataset`` (``manifest`` | ``ptbxl`` | ``mimic-iv-ecg``)."""
     if dataset == "manifest":
         if not manifest:
-            raise DataError("no data: give --manifest FILE, or --dataset ptbxl|mimic-iv-ecg --root DIR")
+            raise DataError("no data: give a manifest of ECG-report pairs, or a dataset (ptbxl, mimic-iv-ecg) "
+                            "with its root folder", field="manifest", option="manifest")
         return read_manifest(manifest, path_col, report_col, id_col, max_records)
     if not root:
-        raise DataError(f"--dataset {dataset} needs --root DIR (the dataset's folder)")
+        raise DataError(f"dataset {dataset} needs its root folder", field="root", option="root")
     if dataset == "ptbxl":
         return read_ptbxl(root, rate, max_records)
     if dataset == "mimic-iv-ecg":
@@ -261,7 +262,7 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __init__(self, pairs: Sequence[Pair], preprocess, read_options: dict | None = None,
                  crop: str = "random", lead_masking: float = 0.5):
-        from .. import io, preprocess as _pre  # noqa: F401  (imported here, not in each worker)
+        from .. import io  # noqa: F401  (imported here, not in each worker)
 
         self.paths = [p.path for p in pairs]
         self.preprocess = preprocess

@@ -11,387 +11,62 @@ uninterrupted one would have done; checkpoints also carry the RNG states.
 Only rank 0 writes (checkpoints, metrics, the final model).
 """
 
+
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import logging
 import math
-import os
-import random
-import re
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
 from ecgtext.fsutil import atomic_path
-from ..config import ModelDirConfig, load_config, load_preset
-from ..errors import CheckpointMismatchError, ConfigError, EcgTextError, HubError, ModelError
+from ecgtext.pretrain.checkpoint import (
+    CHECKPOINT_FORMAT,
+    list_checkpoints,
+    param_hash,
+    read_training_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+from ecgtext.pretrain.distributed import Dist, make_gather_text
+from ecgtext.pretrain.objective import Objective
+from ecgtext.pretrain.reporting import Reporter
+from ecgtext.pretrain.schedule import lr_multiplier
+from ecgtext.pretrain.setup import build_initial_model
+
+from ..config import ModelDirConfig
+from ..errors import (
+    CheckpointMismatchError,
+    ConfigError,
+    EcgTextError,
+    ModelError,
+)
 from .config import TrainConfig
-from .data import (MlmMasker, PairDataset, PairSet, ShardedBatchSampler, derive_seed, iterate_batches,
-                   load_pairs, torch_generator)
+from .data import (
+    MlmMasker,
+    PairDataset,
+    PairSet,
+    ShardedBatchSampler,
+    derive_seed,
+    iterate_batches,
+    load_pairs,
+    torch_generator,
+)
 from .negatives import N3SSampler, ReportIndex
 
-CHECKPOINT_FORMAT = 1
-_CKPT_RE = re.compile(r"^step-(\d+)\.pt$")
-# settings a resumed run must share with the run it continues (else the data order differs)
-_RESUME_FIXED = ("seed", "batch_size", "grad_accum")
+logger = logging.getLogger(__name__)
 
+_RESUME_FIXED = ("seed", "batch_size", "grad_accum")
 
 class NonFiniteLossError(EcgTextError):
     """The loss or gradient became NaN/inf; the run stopped, checkpoints untouched."""
 
     exit_code = 7
 
-
-# ----------------------------------------------------------------- processes
-@dataclass
-class Dist:
-    """Where this process sits: rank, world size, device."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-    initialised_here: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @classmethod
-    def from_env(cls, device: str | None) -> "Dist":
-        """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start the process group
-        (NCCL on GPU, gloo on CPU) when there is more than one process."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device:
-            dev = torch.device(device)
-            if dev.type == "cuda" and dev.index is None:
-                dev = torch.device("cuda", local)
-        else:
-            dev = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ConfigError(f"device {device!r} asked for, but CUDA is not available")
-            torch.cuda.set_device(dev)
-        here = False
-        if world > 1:
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-                here = True
-        return cls(rank, world, local, dev, here)
-
-    def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX,
-                                   "min": dist.ReduceOp.MIN}[op])
-        return t
-
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.initialised_here:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather of (B_r, D) shards of possibly different B_r; the backward sums the
-    gradient over ranks (all_reduce) and returns this rank's slice, so each rank's
-    text features get the gradient of every rank's contrastive loss."""
-
-    @staticmethod
-    def forward(ctx, x, sizes: list[int], rank: int):
-        import torch.distributed as dist
-
-        top = max(sizes)
-        padded = torch.zeros((top,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
-        padded[: x.shape[0]] = x
-        parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded.contiguous())
-        ctx.sizes, ctx.rank = sizes, rank
-        return torch.cat([p[:s] for p, s in zip(parts, sizes)])
-
-    @staticmethod
-    def backward(ctx, grad):
-        import torch.distributed as dist
-
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        start = sum(ctx.sizes[: ctx.rank])
-        return grad[start:start + ctx.sizes[ctx.rank]], None, None
-
-
-def make_gather_text(dist_info: Dist):
-    """``gather_text`` for :func:`pretraining_losses`: (B, D) -> (text_all (sum B_r, D), offset)."""
-
-    def gather(text: torch.Tensor):
-        import torch.distributed as dist
-
-        b = torch.tensor([text.shape[0]], device=text.device, dtype=torch.long)
-        sizes = [torch.zeros_like(b) for _ in range(dist_info.world)]
-        dist.all_gather(sizes, b)
-        sizes = [int(s) for s in sizes]
-        return _GatherWithGrad.apply(text, sizes, dist_info.rank), sum(sizes[: dist_info.rank])
-
-    return gather
-
-
-class Objective(nn.Module):
-    """The four D-BETA losses as one module, so DDP sees one forward per micro-batch."""
-
-    def __init__(self, model: nn.Module, gather_text=None, norm_pix: bool = False):
-        super().__init__()
-        self.model = model
-        self.gather_text = gather_text
-        self.norm_pix = norm_pix
-
-    def forward(self, ecg, input_ids, attention_mask, mlm_labels, is_aligned, noise):
-        from ..model.dbeta import pretraining_losses
-
-        seen = {}
-
-        def gather(text):
-            out = self.gather_text(text) if self.gather_text else (text, 0)
-            seen["cols"] = out[0].shape[0]
-            return out
-
-        parts, out = pretraining_losses(self.model, ecg, input_ids, attention_mask, mlm_labels, is_aligned,
-                                        noise=noise, norm_pix=self.norm_pix, gather_text=gather)
-        with torch.no_grad():
-            picked = mlm_labels != -100
-            mlm_ok = (out.mlm_logits.argmax(-1) == mlm_labels) & picked
-            etm_ok = out.etm_logits.argmax(-1) == is_aligned
-        return {"total": parts.total, "mlm": parts.mlm, "mem": parts.mem, "etm": parts.etm, "ets": parts.ets,
-                "mlm_correct": mlm_ok.sum(), "mlm_count": picked.sum(), "etm_correct": etm_ok.sum(),
-                "ets_cols": torch.tensor(seen.get("cols", ecg.shape[0]), device=ecg.device)}
-
-
-# --------------------------------------------------------------- model setup
-def _arch_config(arch: str) -> ModelDirConfig:
-    if arch.startswith("pretrain-"):
-        raise ConfigError(f"--arch {arch!r} is a training preset, not an architecture (use dbeta-base, "
-                          "dbeta-tiny or a config.json)")
-    p = Path(arch)
-    if arch.endswith(".json") or p.is_dir():
-        return load_config(p)
-    return load_preset(arch)
-
-
-def build_initial_model(cfg: TrainConfig, tokenizer_out: Path, write: bool):
-    """The model to start from and a folder with its tokenizer (copied to ``tokenizer_out``).
-
-    ``init``: ``scratch`` (random weights, ``arch``), ``flan-t5`` (random + the
-    pretrained Flan-T5 text tower from the Hub cache), or a D-BETA model (dir,
-    registry name, ``hf-hub:`` id) for continued pretraining.
-    """
-    from ..hub.load import load_model
-    from ..model.loading import build_model, copy_tokenizer_files
-
-    torch.manual_seed(derive_seed(cfg.seed, 0x1417))  # the same random init on every rank
-    if cfg.init in ("scratch", "flan-t5"):
-        model = build_model(_arch_config(cfg.arch), components="all")
-        tok_src = Path(cfg.tokenizer) if cfg.tokenizer else None
-        if cfg.init == "flan-t5":
-            _load_flan_t5(model)
-            if tok_src is None and write:
-                _save_hub_tokenizer(tokenizer_out)
-        elif tok_src is None:
-            raise ConfigError("--init scratch needs --tokenizer DIR: a folder with the T5 tokenizer "
-                              "files (spiece.model / tokenizer.json), e.g. a D-BETA model directory")
-    else:
-        model = load_model(cfg.init, components="all")
-        tok_src = Path(cfg.tokenizer) if cfg.tokenizer else model.model_dir
-    if tok_src is not None and write:
-        if not any((tok_src / f).exists() for f in ("spiece.model", "tokenizer.json")):
-            raise ConfigError(f"{tok_src}: no tokenizer files (spiece.model / tokenizer.json)")
-        tokenizer_out.mkdir(parents=True, exist_ok=True)
-        copy_tokenizer_files(tok_src, tokenizer_out)
-    model.model_dir = tokenizer_out
-    model._tokenizer = None
-    return model
-
-
-def _load_flan_t5(model) -> None:
-    from ..model.text_encoder import load_pretrained_t5_encoder
-
-    try:
-        t5 = load_pretrained_t5_encoder("google/flan-t5-base")
-    except Exception as exc:  # offline, no cache, gated: transformers raises many types
-        raise HubError(f"cannot load google/flan-t5-base ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0][:160]}); it must be in the Hugging Face cache "
-                       "or downloadable, or use --init scratch / a D-BETA model") from None
-    try:
-        model.language_encoder.load_state_dict(t5.state_dict(), strict=True)
-    except RuntimeError as exc:
-        raise ConfigError(f"--init flan-t5: the text encoder of --arch does not match Flan-T5-base "
-                          f"({str(exc).splitlines()[0][:160]})") from None
-
-
-def _save_hub_tokenizer(out: Path) -> None:
-    try:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained("google/flan-t5-base")
-    except Exception as exc:
-        raise HubError(f"cannot load the google/flan-t5-base tokenizer ({type(exc).__name__}); "
-                       "pass --tokenizer DIR") from None
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(str(out))
-
-
-# ----------------------------------------------------------- schedule, RNG
-def lr_multiplier(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
-    """LR factor at optimiser step ``step`` (0-based): linear warm-up over ``warmup``
-    steps, then cosine / linear decay to ``min_ratio`` at ``total`` (or constant)."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    if schedule == "cosine":
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return min_ratio + (1 - min_ratio) * (1 - progress)
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG state as tensors / plain lists (loadable with weights_only=True)."""
-    py = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    out = {"python": [int(py[0]), [int(v) for v in py[1]], py[2]],
-           "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                     "has_gauss": int(has_gauss), "cached": float(cached)},
-           "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        out["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
-    return out
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def param_hash(model: nn.Module) -> str:
-    """sha256 over every parameter and buffer (name order): equal iff bit-identical."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-# -------------------------------------------------------------- checkpoints
-def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of ``step-NNNNNN.pt`` files, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT_RE.match(p.name))]
-    return sorted(found)
-
-
-def read_training_checkpoint(path: Path) -> dict[str, Any]:
-    """A training checkpoint, read with ``weights_only=True`` (no pickled code runs)."""
-    try:
-        ck = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot read the training checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:160]})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"{path}: not an ecgtext training checkpoint (format {CHECKPOINT_FORMAT})")
-    return ck
-
-
-# --------------------------------------------------------------------- output
-class Reporter:
-    """Rank 0's outputs: metrics.jsonl, TensorBoard (when installed), terminal line."""
-
-    def __init__(self, out: Path, active: bool, total: int, resume_step: int):
-        self.active = active
-        self.file = out / "metrics.jsonl"
-        self.tb = None
-        self.progress = None
-        if not active:
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        if self.file.exists():  # drop records of steps a resumed run will redo
-            keep = []
-            for line in self.file.read_text().splitlines():
-                with contextlib.suppress(json.JSONDecodeError):
-                    rec = json.loads(line)
-                    if rec.get("step", 0) <= resume_step:
-                        keep.append(line)
-            with atomic_path(self.file) as tmp:
-                tmp.write_text("".join(k + "\n" for k in keep))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tensorboard"))
-        except Exception:  # tensorboard not installed: JSONL only
-            self.tb = None
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
-            self.task = self.progress.add_task("steps", total=total, completed=resume_step, info="")
-            self.progress.start()
-
-    def say(self, msg: str) -> None:
-        if self.active:
-            if self.progress is not None:
-                self.progress.console.print(msg, highlight=False)
-            else:
-                print(msg, file=sys.stderr, flush=True)
-
-    def record(self, rec: dict[str, Any]) -> None:
-        if not self.active:
-            return
-        with open(self.file, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        step = rec.get("step")
-        if self.tb is not None and step is not None and "loss" in rec:
-            for k, v in rec.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self.tb.add_scalar(f"pretrain/{k}", v, step)
-        if self.progress is not None and "loss" in rec:
-            self.progress.update(self.task, completed=step,
-                                 info=f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['samples_per_s']:.1f} samples/s")
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-        if self.tb is not None:
-            self.tb.close()
-
-
-# -------------------------------------------------------------------- trainer
 class Trainer:
     """One pretraining run (see :func:`ecgtext.pretrain.pretrain`)."""
 
@@ -416,7 +91,7 @@ class Trainer:
         existing = list_checkpoints(self.ckpt_dir)
         if existing and not cfg.resume:
             raise ConfigError(f"{self.out} already holds checkpoints (last: step {existing[-1][0]}); "
-                              "pass --resume to continue that run, or choose another --out")
+                              "resume to continue that run, or choose another output folder", option="resume")
         self.resume_from = existing[-1][1] if (existing and cfg.resume) else None
         from ..io import ReadOptions
 
@@ -533,7 +208,7 @@ class Trainer:
             bad.append(f"pairs {ck['n_pairs']} -> {len(self.pairs.pairs)}")
         if bad:
             raise ConfigError(f"{self.resume_from}: cannot resume exactly with changed settings "
-                              f"({'; '.join(bad)}); use the original ones or start a new --out")
+                              f"({'; '.join(bad)}); use the original ones or start a new output folder", option="out")
 
     # ........................................................ checkpoints
     def save_checkpoint(self) -> Path | None:
@@ -579,7 +254,7 @@ class Trainer:
         where = f"last good checkpoint: {last[-1][1]}" if last else "no checkpoint was written yet"
         detail = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
         raise NonFiniteLossError(f"step {self.step + 1}: non-finite {what} ({detail}); training stopped, "
-                                 f"{where}; lower --lr (resume with --resume --lr ...) or check the data")
+                                 f"{where}; lower the learning rate (and resume) or check the data", option="lr")
 
     def run(self) -> Path:
         cfg, d = self.cfg, self.d
@@ -635,7 +310,7 @@ class Trainer:
                     if idx not in seen_failed:
                         seen_failed.add(idx)
                         self.n_failed += 1
-                        print(f"warning: skipping record: {msg}", file=sys.stderr, flush=True)
+                        logger.warning("skipping record: %s", msg)
                 b = len(batch["index"])
                 smallest = d.all_reduce(torch.tensor([b], device=d.device), "min")
                 if int(smallest) == 0:  # some rank has nothing readable: every rank skips it
@@ -744,7 +419,7 @@ class Trainer:
                         "param_hash": digest, "rank_param_hashes": rank_hashes,
                         "skipped_records": self.n_failed})
             rep.say(f"pretrain: {'finished' if done else 'paused'} at step {self.step}; "
-                    + (f"model in {model_dir}" if done else f"resume with --resume (checkpoint {ckpt})"))
+                    + (f"model in {model_dir}" if done else f"resume to continue (checkpoint {ckpt})"))
         d.barrier()
         if len(set(rank_hashes)) > 1:
             raise ModelError(f"the {d.world} processes ended with different weights ({', '.join(rank_hashes)}); "
