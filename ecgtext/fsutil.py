@@ -29,6 +29,27 @@ from typing import Callable, Iterator
 logger = logging.getLogger(__name__)
 
 
+def process_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only be read by
+    setting it, which races with threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic read-by-setting, restored at once
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike) -> None:
+    """Give a file the mode ``open()`` would have (``0o666 & ~umask``): for writers that
+    create their files private whatever the umask (safetensors writes 0600)."""
+    os.chmod(path, 0o666 & ~process_umask())
+
+
 def _temp_name(final: Path, tag: str, suffix: str = "") -> Path:
     """A hidden, unique sibling name of ``final`` (same folder, so renames stay atomic)."""
     return final.with_name(f".{final.name}.{tag}-{secrets.token_hex(6)}{suffix}")

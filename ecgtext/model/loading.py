@@ -240,6 +240,9 @@ def save_safetensors(state: dict, path: str | os.PathLike) -> None:
         seen.add(ptr)
         out[k] = v.contiguous()
     save_file(out, str(path), metadata={"format": "pt"})
+    from ..fsutil import apply_umask
+
+    apply_umask(path)  # safetensors creates its files 0600; model folders are shared
 
 
 def copy_tokenizer_files(src: str | Path, dst: str | Path) -> None:
