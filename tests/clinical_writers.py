@@ -191,11 +191,12 @@ def _block(x: np.ndarray, avm_nv: int, interval: int, huffman: bool) -> bytes:
     return head + b"".join(struct.pack("<H", len(s)) for s in streams) + b"".join(streams)
 
 
-def resign_scp(data: bytes) -> bytes:
-    """Recompute every section CRC and the record CRC (after a test edited the bytes)."""
+def resign_scp(data: bytes, sections: bool = True) -> bytes:
+    """Recompute the section CRCs (all, or only section 0's) and the record CRC after a
+    test edited the bytes."""
     buf = bytearray(data)
     s0_len = struct.unpack_from("<I", buf, 10)[0]
-    for k in range((s0_len - 16) // 10):
+    for k in range((s0_len - 16) // 10 if sections else 0):
         sid, length, index = struct.unpack_from("<HII", buf, 22 + 10 * k)
         if length and index >= 7 and index - 1 + length <= len(buf):
             o = index - 1
@@ -208,16 +209,18 @@ def resign_scp(data: bytes) -> bytes:
 # --------------------------------------------------------------------------- EDF
 def write_edf(path: str | Path, channels: list[dict]) -> Path:
     """EDF+C with pyEDFlib. Each channel: ``label``, ``digital`` (int counts), ``fs``,
-    ``dimension``, ``phys_per_count`` (physical units per count), optional ``offset``."""
+    ``dimension``, ``phys_per_count`` (physical units per count), optional ``offset`` and
+    ``digital_range`` (the physical range must print in the header's 8 characters)."""
     import pyedflib
 
     headers, data = [], []
     for ch in channels:
         scale, off = ch["phys_per_count"], ch.get("offset", 0.0)
+        dmin, dmax = ch.get("digital_range", (-32768, 32767))
         headers.append({"label": ch["label"], "dimension": ch["dimension"],
                         "sample_frequency": ch["fs"],
-                        "physical_min": round(-32768 * scale + off, 6), "physical_max": round(32767 * scale + off, 6),
-                        "digital_min": -32768, "digital_max": 32767, "transducer": "", "prefilter": ""})
+                        "physical_min": round(dmin * scale + off, 6), "physical_max": round(dmax * scale + off, 6),
+                        "digital_min": dmin, "digital_max": dmax, "transducer": "", "prefilter": ""})
         data.append(np.asarray(ch["digital"], dtype=np.int32))
     w = pyedflib.EdfWriter(str(path), len(channels), file_type=pyedflib.FILETYPE_EDFPLUS)
     try:

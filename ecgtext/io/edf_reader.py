@@ -11,7 +11,10 @@ What we add on top of the library:
   ``ECG1``) needs a lead map, as with every other format;
 - physical values converted by each channel's physical dimension
   (``V``, ``mV``, ``uV``/``µV``); a blank dimension is the user's units or
-  assumed mV (checked for plausible amplitudes);
+  assumed mV (checked for plausible amplitudes). EDFlib rejects headers with
+  non-ASCII bytes (a Latin-1 ``µV`` written by some devices); such a file,
+  when its header otherwise checks out, is decoded by the same record layout
+  in numpy (``meta["edflib_rejected"]`` says why);
 - channels at different rates are resampled to the fastest ECG rate
   (``meta["resampled_from"]`` says which);
 - EDF+D (discontinuous) files: the records' start times are read from the
@@ -173,7 +176,9 @@ def open_edf(path: str, options: ReadOptions) -> EdfInfo:
         this_lib, lib = lib, lib + 1
         canon, ecg_like = edf_lead_name(label)
         if label in lmap or label.casefold() in folded:
-            name = label  # the user's map names it (make_ecg applies the map)
+            target = lmap.get(label) or next(v for k, v in lmap.items() if k.casefold() == label.casefold())
+            # the user's map names it: mapped now so limb leads can be derived; "-" drops it in make_ecg
+            name = canonical_lead(target) or label
         elif canon is not None:
             name = canon
         elif ecg_like:
@@ -322,7 +327,19 @@ def open_reader(path: str, info: EdfInfo | None = None):
         return pyedflib.EdfReader(path)
     except OSError as exc:
         msg = str(exc).replace(path, "").strip(" :")
+        if info is not None and "compliant" in msg and _only_text_issues(path, info):
+            # EDFlib rejects any non-ASCII header byte (a Latin-1 "µV" from some devices); the
+            # header parsed and its sizes check out, so decode the records ourselves
+            info.meta["edflib_rejected"] = msg
+            return _RecordReader(info)
         raise FormatError(path, f"EDF file rejected by EDFlib: {msg}") from None
+
+
+def _only_text_issues(path: str, info: EdfInfo) -> bool:
+    """Whether the header's only departure from EDF is non-ASCII text (labels, units, ...)."""
+    with open(path, "rb") as fh:
+        head = fh.read(info.header_bytes)
+    return any(b > 126 for b in head) and all(np.isfinite(info.gain)) and all(np.isfinite(info.offset))
 
 
 def read_edf(path: str, options: ReadOptions) -> Ecg:
