@@ -166,7 +166,7 @@ def save_zeroshot_outputs(ev: ZeroShotEvaluation, dataset: LabelledDataset, out_
 
     from ecgtext.fsutil import atomic_path, atomic_write_text
     from ecgtext.plot import plot_roc
-    from ecgtext.evaluation.probe import write_splits
+    from ecgtext.evaluation.reports import write_splits
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,12 +22,15 @@ _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 def _model_root(name: str) -> Path:
     return cache_dir("models", name, create=False)
 
+
 def _complete(d: Path) -> bool:
     """An assembled model directory (assembly is atomic, so these two files mean complete)."""
     return (d / "config.json").is_file() and (d / "model.safetensors").is_file()
 
+
 def _ref_file(spec: ModelSpec) -> Path:
     return _model_root(spec.name) / "refs" / quote(spec.revision, safe="")
+
 
 def _cached(spec: ModelSpec, use_refs: bool = True) -> Path | None:
     """The assembled directory for ``spec`` if the cache has it; no network."""
@@ -47,9 +50,11 @@ def _cached(spec: ModelSpec, use_refs: bool = True) -> Path | None:
             return root / commit
     return None
 
+
 def _write_refs(spec: ModelSpec, commit: str) -> None:
     atomic_write_text(_ref_file(spec), commit)
     atomic_write_text(_model_root(spec.name) / "latest", commit)
+
 
 def _source_of(d: Path) -> dict[str, Any] | None:
     try:

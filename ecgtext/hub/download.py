@@ -57,6 +57,7 @@ class DownloadResult:
         d["path"] = str(self.path)
         return d
 
+
 def licence_notice(result: DownloadResult) -> str:
     """One line on the weights' licence (it differs from the code's)."""
     if result.licence:
@@ -69,6 +70,7 @@ def licence_notice(result: DownloadResult) -> str:
 
 
 # ---------------------------------------------------------------- entry points
+
 
 def resolve_model(source: str) -> Path:
     """The model directory for a registry name or ``hf-hub:`` id.
@@ -87,6 +89,7 @@ def resolve_model(source: str) -> Path:
     result = download(spec.source)
     logger.warning("%s", licence_notice(result))
     return result.path
+
 
 def download(source: str = DEFAULT_MODEL, revision: str | None = None, output: str | os.PathLike | None = None,
              file: str | None = None, force: bool = False) -> DownloadResult:
@@ -144,12 +147,14 @@ def download(source: str = DEFAULT_MODEL, revision: str | None = None, output: s
         _write_refs(spec, commit)
     return _result(target, spec, cached=False)
 
+
 def _not_cached(spec: ModelSpec, why: str) -> str:
     cmd = f"ecgtext download {spec.source}"
     if spec.revision_given and "@" not in spec.source:
         cmd += f" --revision {spec.revision}"
     return (f"model '{spec.source}' is not in the cache ({_model_root(spec.name)}) and {why}: "
             f"run `{cmd}` with network access, or use a local model directory")
+
 
 def _check_output(out: Path, spec: ModelSpec, force: bool) -> None:
     if out.exists() and not out.is_dir():
@@ -161,6 +166,7 @@ def _check_output(out: Path, spec: ModelSpec, force: bool) -> None:
         raise ConfigError(f"{out}: the output is a non-empty directory that is not a download of {spec.repo}; "
                           "choose another directory or force the download to replace it", path=str(out),
                           option="force")
+
 
 def _deliver(assembled: Path, spec: ModelSpec, out: Path | None) -> DownloadResult:
     """An assembled cache directory, or a copy of it at ``out``."""
@@ -178,12 +184,14 @@ def _deliver(assembled: Path, spec: ModelSpec, out: Path | None) -> DownloadResu
     _assemble(out, write, replace=True)
     return _result(out, spec, cached=True)
 
+
 def _result(d: Path, spec: ModelSpec, cached: bool) -> DownloadResult:
     src = _source_of(d) or {}
     return DownloadResult(path=d, name=spec.name, repo=src.get("repo", spec.repo), revision=spec.revision,
                           commit=src.get("commit", d.name), file=src.get("file"), sha256=src.get("sha256"),
                           licence=src.get("licence", spec.licence), licence_url=src.get("licence_url", spec.licence_url),
                           cached=cached)
+
 
 def _assemble(target: Path, write: Callable[[Path], None], replace: bool = False) -> None:
     """Run ``write(tmp)`` in a temp dir next to ``target``, then move it into place atomically.
@@ -213,6 +221,7 @@ def _assemble(target: Path, write: Callable[[Path], None], replace: bool = False
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link ``src`` (through huggingface_hub's symlinks) to ``dst``; copy across filesystems."""
     real = os.path.realpath(src)
@@ -220,6 +229,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(real, dst)
     except OSError:
         shutil.copy2(real, dst)
+
 
 def _prepare(spec: ModelSpec, commit: str, files: list[str]) -> Callable[[Path], None]:
     """Download what ``spec`` needs at ``commit``, verify it, and return the writer of the model dir.
@@ -271,9 +281,11 @@ def _prepare(spec: ModelSpec, commit: str, files: list[str]) -> Callable[[Path],
 
     return write
 
+
 def _is_ready_dir(files: list[str]) -> bool:
     return ("config.json" in files and "model.safetensors" in files
             and ("spiece.model" in files or "tokenizer.json" in files))
+
 
 def _pick_checkpoint(spec: ModelSpec, files: list[str]) -> str:
     where = f"{spec.repo}@{spec.revision}"
@@ -294,6 +306,7 @@ def _pick_checkpoint(spec: ModelSpec, files: list[str]) -> str:
                        field="file", value=cands, option="file")
     return cands[0]
 
+
 def _architecture(spec: ModelSpec, files: list[str], commit: str) -> ModelDirConfig:
     """The registry's preset, else the repo's ecgtext config.json, else dbeta-base."""
     if spec.preset is not None:
@@ -306,6 +319,7 @@ def _architecture(spec: ModelSpec, files: list[str], commit: str) -> ModelDirCon
         except ValueError as exc:
             raise ConfigError(f"{spec.repo}@{commit[:12]}: config.json is not valid JSON ({exc})") from None
     return load_preset(DEFAULT_PRESET)
+
 
 def _fetch_tokenizer(spec: ModelSpec, commit: str, files: list[str]) -> tuple[list[Path], dict[str, Any]]:
     """Tokenizer files: from the registry's tokenizer repo, else the repo's own, else Flan-T5-base."""
@@ -327,6 +341,7 @@ def _fetch_tokenizer(spec: ModelSpec, commit: str, files: list[str]) -> tuple[li
                        f"(files: {_short(listing)})")
     paths = [Path(_fetch(repo, f, rev_commit)) for f in names]
     return paths, {"repo": repo, "revision": rev, "commit": rev_commit}
+
 
 def _short(items: list[str], limit: int = 12) -> str:
     shown = ", ".join(items[:limit])

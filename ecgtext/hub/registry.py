@@ -37,6 +37,7 @@ class RegistryEntry:
     description: str = ""
     paper: str | None = None
 
+
 def registry() -> dict[str, RegistryEntry]:
     """The named models: the packaged table, then ``$ECGTEXT_REGISTRY`` (a JSON file) on top."""
     tables: list[tuple[str, Any]] = [("ecgtext/presets/registry.json", load_json_resource("registry.json"))]
@@ -56,6 +57,7 @@ def registry() -> dict[str, RegistryEntry]:
         for name, data in table.items():
             out[name] = _registry_entry(name, data, where)
     return out
+
 
 def _registry_entry(name: str, data: Any, where: str) -> RegistryEntry:
     if not _NAME_RE.match(name):

@@ -18,6 +18,7 @@ from ecgtext.errors import EcgTextError, HubError
 class _Unreachable(Exception):
     """The Hub cannot be reached (offline mode, no connection, timeout)."""
 
+
 def _offline() -> bool:
     """``HF_HUB_OFFLINE`` as set now (huggingface_hub reads it once, at import)."""
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
@@ -27,10 +28,12 @@ def _offline() -> bool:
 
     return bool(constants.is_offline_mode())
 
+
 def _endpoint() -> str:
     from huggingface_hub import constants
 
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
 
 def _hf_cache_dir() -> str:
     """huggingface_hub's cache, from the environment as it is now."""
@@ -41,6 +44,7 @@ def _hf_cache_dir() -> str:
     from huggingface_hub import constants
 
     return constants.HF_HUB_CACHE
+
 
 def _network_errors() -> tuple[type[BaseException], ...]:
     import importlib
@@ -60,9 +64,11 @@ def _network_errors() -> tuple[type[BaseException], ...]:
                 found.append(cls)
     return tuple(found)
 
+
 def _describe(exc: BaseException) -> str:
     first = (str(exc).strip().splitlines() or [""])[0][:160]
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
 
 def _hub_error(exc: BaseException, repo: str, what: str) -> EcgTextError:
     """One line for a huggingface_hub failure, with the fix when there is one."""
@@ -85,6 +91,7 @@ def _hub_error(exc: BaseException, repo: str, what: str) -> EcgTextError:
         return HubError(f"{what}: the Hub answered HTTP {status} ({_describe(exc)})")
     return HubError(f"{what}: {_describe(exc)}")
 
+
 def _call(fn: Callable[[], Any], repo: str, what: str) -> Any:
     """Run a huggingface_hub call; network trouble -> ``_Unreachable``, the rest -> ``HubError``."""
     from huggingface_hub import errors
@@ -103,15 +110,18 @@ def _call(fn: Callable[[], Any], repo: str, what: str) -> Any:
     except (errors.EntryNotFoundError, errors.FileMetadataError) as exc:
         raise _hub_error(exc, repo, what) from None
 
+
 def _api():
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=_endpoint(), library_name="ecgtext", library_version=_version())
 
+
 def _version() -> str:
     from ecgtext import __version__
 
     return __version__
+
 
 def _list_files(repo: str, revision: str) -> tuple[str, list[str], str | None]:
     """(commit, files, licence from the repo's tags) of ``repo`` at ``revision``."""
@@ -129,6 +139,7 @@ def _list_files(repo: str, revision: str) -> tuple[str, list[str], str | None]:
         files = _call(lambda: api.list_repo_files(repo, revision=commit), repo, f"{repo}@{revision}")
     licence = next((t.split(":", 1)[1] for t in (info.tags or []) if t.startswith("license:")), None)
     return commit, sorted(files), licence
+
 
 def _fetch(repo: str, filename: str, commit: str) -> Path:
     """One file at a pinned commit through huggingface_hub's cache (resumable, with a progress bar on a TTY)."""
@@ -148,6 +159,7 @@ def _fetch(repo: str, filename: str, commit: str) -> Path:
     except _Unreachable as exc:
         raise HubError(f"{what}: lost the connection to the Hub ({exc}); run the command again "
                        "(finished files are kept)") from None
+
 
 def _progress_bar():
     """huggingface_hub's tqdm, silenced when stderr is not a terminal (logs and pipes stay clean)."""

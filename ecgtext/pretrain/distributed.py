@@ -1,6 +1,5 @@
 """Process setup for DDP (torchrun) and the all-gather that keeps gradients."""
 
-
 from __future__ import annotations
 
 import os
@@ -77,6 +76,7 @@ class Dist:
 
             dist.destroy_process_group()
 
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather of (B_r, D) shards of possibly different B_r; the backward sums the
     gradient over ranks (all_reduce) and returns this rank's slice, so each rank's
@@ -102,6 +102,7 @@ class _GatherWithGrad(torch.autograd.Function):
         dist.all_reduce(grad)
         start = sum(ctx.sizes[: ctx.rank])
         return grad[start:start + ctx.sizes[ctx.rank]], None, None
+
 
 def make_gather_text(dist_info: Dist):
     """``gather_text`` for :func:`pretraining_losses`: (B, D) -> (text_all (sum B_r, D), offset)."""
