@@ -1,6 +1,5 @@
 """Training checkpoints: the files, their format, RNG state and a parameter digest for exact resume."""
 
-
 from __future__ import annotations
 
 import hashlib
@@ -22,6 +21,7 @@ CHECKPOINT_FORMAT = 1
 _CKPT_RE = re.compile(r"^step-(\d+)\.pt$")
 # settings a resumed run must share with the run it continues (else the data order differs)
 
+
 def rng_state() -> dict[str, Any]:
     """Every global RNG state as tensors / plain lists (loadable with weights_only=True)."""
     py = random.getstate()
@@ -34,6 +34,7 @@ def rng_state() -> dict[str, Any]:
         out["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
     return out
 
+
 def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
@@ -43,6 +44,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
+
 def param_hash(model: nn.Module) -> str:
     """sha256 over every parameter and buffer (name order): equal iff bit-identical."""
     h = hashlib.sha256()
@@ -51,12 +53,14 @@ def param_hash(model: nn.Module) -> str:
         h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
+
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of ``step-NNNNNN.pt`` files, oldest first."""
     if not ckpt_dir.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT_RE.match(p.name))]
     return sorted(found)
+
 
 def read_training_checkpoint(path: Path) -> dict[str, Any]:
     """A training checkpoint, read with ``weights_only=True`` (no pickled code runs)."""

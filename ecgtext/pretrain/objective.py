@@ -1,6 +1,5 @@
 """The pretraining objective: the model's losses weighted into one total."""
 
-
 from __future__ import annotations
 
 import torch

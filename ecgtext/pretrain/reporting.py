@@ -1,6 +1,5 @@
 """Progress and metrics of a training run: terminal, JSONL and (optionally) TensorBoard."""
 
-
 from __future__ import annotations
 
 import contextlib

@@ -1,6 +1,5 @@
 """The learning-rate schedule (warm-up, then cosine or linear decay)."""
 
-
 from __future__ import annotations
 
 import math

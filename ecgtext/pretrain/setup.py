@@ -1,6 +1,5 @@
 """Building the model to pretrain: from a preset, a model directory, or Flan-T5 for the text tower."""
 
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +25,7 @@ def _arch_config(arch: str) -> ModelDirConfig:
     if arch.endswith(".json") or p.is_dir():
         return load_config(p)
     return load_preset(arch)
+
 
 def build_initial_model(cfg: TrainConfig, tokenizer_out: Path, write: bool):
     """The model to start from and a folder with its tokenizer (copied to ``tokenizer_out``).
@@ -61,6 +61,7 @@ def build_initial_model(cfg: TrainConfig, tokenizer_out: Path, write: bool):
     model._tokenizer = None
     return model
 
+
 def _load_flan_t5(model) -> None:
     from ..model.text_encoder import load_pretrained_t5_encoder
 
@@ -76,6 +77,7 @@ def _load_flan_t5(model) -> None:
     except RuntimeError as exc:
         raise ConfigError(f"Flan-T5 initialisation: the architecture's text encoder does not match "
                           f"Flan-T5-base ({str(exc).splitlines()[0][:160]})", option="arch") from None
+
 
 def _save_hub_tokenizer(out: Path) -> None:
     try:

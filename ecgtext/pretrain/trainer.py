@@ -11,7 +11,6 @@ uninterrupted one would have done; checkpoints also carry the RNG states.
 Only rank 0 writes (checkpoints, metrics, the final model).
 """
 
-
 from __future__ import annotations
 
 import contextlib
@@ -62,10 +61,12 @@ logger = logging.getLogger(__name__)
 
 _RESUME_FIXED = ("seed", "batch_size", "grad_accum")
 
+
 class NonFiniteLossError(EcgTextError):
     """The loss or gradient became NaN/inf; the run stopped, checkpoints untouched."""
 
     exit_code = 7
+
 
 class Trainer:
     """One pretraining run (see :func:`ecgtext.pretrain.pretrain`)."""
