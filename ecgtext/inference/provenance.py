@@ -126,24 +126,12 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def resolve_precision(device: "torch.device | str", precision: str = "auto") -> str:
-    """The precision a model on ``device`` runs in for the ``precision`` option:
-    ``auto`` is bf16 on CUDA with bf16 support, fp32 otherwise; the rest as asked."""
-    try:  # the precision module (when present) owns the rule; this is the same rule
-        from ecgtext.model import precision as _precision  # type: ignore[attr-defined]
-    except ImportError:
-        _precision = None
-    resolver = getattr(_precision, "resolve_precision", None)
-    if resolver is not None:
-        return str(getattr(resolver(precision, device), "value", resolver(precision, device)))
-    import torch
+def resolve_precision(device: "torch.device | str", precision: str | None = "auto") -> str:
+    """The precision a model on ``device`` runs in for the ``precision`` option (``auto``
+    resolved by :func:`ecgtext.model.precision.resolve_precision`, the one rule)."""
+    from ecgtext.model.precision import resolve_precision as resolve
 
-    dev = torch.device(device)
-    if precision in ("fp32", "bf16", "int8"):
-        return precision
-    if dev.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    return resolve(precision, device)
 
 
 def provenance_for(model: "DBeta", *, device: "torch.device | str", precision: str = "auto",
