@@ -34,6 +34,7 @@ class Precision(str, enum.Enum):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
+    int8 = "int8"
 
 
 # options of the commands that run a model over ECG files (zeroshot, embed)
@@ -50,7 +51,9 @@ NumWorkersOption = Annotated[Optional[int], typer.Option(
 DeviceOption = Annotated[str, typer.Option(
     "--device", rich_help_panel=PERF, help="cpu, cuda, cuda:N or auto (CUDA when available).")]
 PrecisionOption = Annotated[Precision, typer.Option(
-    "--precision", rich_help_panel=PERF, help="auto: bf16 autocast on GPU, fp32 on CPU.")]
+    "--precision", rich_help_panel=PERF,
+    help="auto: bf16 on a GPU and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32; "
+         "ECGTEXT_PRECISION overrides auto. int8 (CPU, opt-in) needs torchao and VNNI/AMX.")]
 
 
 FsOption = Annotated[Optional[float], typer.Option(

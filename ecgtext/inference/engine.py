@@ -25,12 +25,12 @@ from ecgtext import errors as E
 from ecgtext.config import PreprocessConfig
 from ecgtext.errors import InputError
 from ecgtext.inference.streaming import StreamedRecord
+from ecgtext.model.precision import PRECISIONS, ecg_feature_fn, resolve_precision  # PRECISIONS re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     from ecgtext.io import ReadOptions
     from ecgtext.model.dbeta import DBeta
 
-PRECISIONS = ("auto", "fp32", "bf16")
 AGGREGATES = ("mean", "max", "first")
 
 
@@ -299,8 +299,8 @@ def iter_features(paths: Sequence[str], model: "DBeta", read_options: "ReadOptio
 
     Windows of consecutive records are packed into model batches of
     ``batch_size`` windows; a record is yielded as soon as all its windows are
-    through the model. ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on
-    CPU), ``fp32`` or ``bf16``. Features come back as float32 on the CPU.
+    through the model. ``precision``: ``auto``, ``fp32``, ``bf16`` or ``int8`` (rule:
+    :func:`ecgtext.model.precision.resolve_precision`). Features come back as float32 on the CPU.
     """
     dev = resolve_device(device) if device is not None else model.device
     source = iter_prepared(paths, model.config.preprocess, read_options, num_workers=num_workers,
@@ -320,7 +320,8 @@ def features_from_prepared(source: Iterable[PreparedRecord | ReadFailure], model
     if model.device != dev:
         model.to(dev)
     model.eval()
-    amp = autocast_context(dev, precision)  # validates precision early
+    # resolved and validated before any record is read; bf16/int8 CPU forms are built once per model
+    encode = ecg_feature_fn(model, resolve_precision(precision, dev), dev)
 
     # records (or failures) in input order, each [item, features (W, D) filled window by
     # window as batches run, count of filled windows]; yielded from the front when complete
@@ -333,8 +334,8 @@ def features_from_prepared(source: Iterable[PreparedRecord | ReadFailure], model
         x = torch.from_numpy(np.stack(batch))
         if dev.type == "cuda":
             x = x.pin_memory().to(dev, non_blocking=True)
-        with torch.inference_mode(), amp:
-            y = model.encode_ecg(x)
+        with torch.inference_mode():
+            y = encode(x)
         y = y.float().cpu().numpy()
         for row, (qi, wi) in enumerate(pending):
             slot = queue[qi - base]

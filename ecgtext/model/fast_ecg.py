@@ -71,48 +71,57 @@ class _TokenizerLayer(nn.Module):
 
 
 class _FastLayer(nn.Module):
-    """One transformer layer with fused q/k/v; ``last=True`` computes the class token only."""
+    """One transformer layer with fused q/k/v projections.
 
-    def __init__(self, layer: nn.Module):
+    The ``last`` layer computes the class token only: keys and values of every
+    token (one fused k/v projection), the query, attention output, feed-forward
+    and norms of the class token alone.
+    """
+
+    def __init__(self, layer: nn.Module, last: bool = False):
         super().__init__()
         att = layer.self_attn
         self.heads = att.heads
+        self.last = last
         self.layer_norm_first = layer.layer_norm_first
-        dim = att.q_proj.weight.shape[1]
-        self.qkv = nn.Linear(dim, 3 * dim)
-        with torch.no_grad():
-            self.qkv.weight.copy_(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]))
-            self.qkv.bias.copy_(torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias]))
+        projs = [att.q_proj, att.k_proj, att.v_proj]
+        if last:
+            self.q, self.kv = att.q_proj, _fused(projs[1:])
+        else:
+            self.qkv = _fused(projs)
         self.out_proj = att.out_proj
         self.self_attn_layer_norm = layer.self_attn_layer_norm
         self.fc1, self.fc2 = layer.fc1, layer.fc2
         self.final_layer_norm = layer.final_layer_norm
 
-    def _attend(self, x: torch.Tensor, q_only_first: bool) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
         b, t, e = x.shape
         h, d = self.heads, e // self.heads
-        if q_only_first:
-            # keys/values of every token, the query of the class token only
-            w, bias = self.qkv.weight, self.qkv.bias
-            kv = F.linear(x, w[e:], bias[e:]).view(b, t, 2, h, d).permute(2, 0, 3, 1, 4)
-            q = F.linear(x[:, :1], w[:e], bias[:e]).view(b, 1, h, d).transpose(1, 2)
-            k, v = kv[0], kv[1]
-            tq = 1
+        if self.last:
+            k, v = self.kv(x).view(b, t, 2, h, d).permute(2, 0, 3, 1, 4)
+            q = self.q(x[:, :1]).view(b, 1, h, d).transpose(1, 2)
         else:
             q, k, v = self.qkv(x).view(b, t, 3, h, d).permute(2, 0, 3, 1, 4)
-            tq = t
         y = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(y.transpose(1, 2).reshape(b, tq, e))
+        return self.out_proj(y.transpose(1, 2).reshape(b, q.shape[2], e))
 
-    def forward(self, x: torch.Tensor, last: bool = False) -> torch.Tensor:
-        """(B, T, E) -> (B, T, E), or (B, 1, E) (class token) when ``last``."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, E) -> (B, T, E), or (B, 1, E) (the class token) for the last layer."""
+        res = x[:, :1] if self.last else x
         if self.layer_norm_first:
-            res = x[:, :1] if last else x
-            x = res + self._attend(self.self_attn_layer_norm(x), last)
+            x = res + self._attend(self.self_attn_layer_norm(x))
             return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
-        res = x[:, :1] if last else x
-        x = self.self_attn_layer_norm(res + self._attend(x, last))
+        x = self.self_attn_layer_norm(res + self._attend(x))
         return self.final_layer_norm(x + self.fc2(F.gelu(self.fc1(x))))
+
+
+def _fused(linears: list[nn.Linear]) -> nn.Linear:
+    """One Linear computing ``linears`` side by side (outputs concatenated)."""
+    out = nn.Linear(linears[0].in_features, sum(lin.out_features for lin in linears))
+    with torch.no_grad():
+        out.weight.copy_(torch.cat([lin.weight for lin in linears]))
+        out.bias.copy_(torch.cat([lin.bias for lin in linears]))
+    return out
 
 
 class FastEcgPath(nn.Module):
@@ -143,7 +152,8 @@ class FastEcgPath(nn.Module):
         tr = enc.encoder
         self.encoder_layer_norm = tr.layer_norm
         self.layer_norm_first = tr.layer_norm_first
-        self.layers = nn.ModuleList(_FastLayer(layer) for layer in tr.layers)
+        n = len(tr.layers)
+        self.layers = nn.ModuleList(_FastLayer(layer, last=i == n - 1) for i, layer in enumerate(tr.layers))
         self.class_embedding = nn.Parameter(model.class_embedding.detach().clone(), requires_grad=False)
         self.proj = copy.deepcopy(model.multi_modal_ecg_proj)
         self.pooler = copy.deepcopy(model.unimodal_ecg_pooler.dense)
@@ -168,9 +178,8 @@ class FastEcgPath(nn.Module):
         x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x], dim=1)
         if not self.layer_norm_first:
             x = self.encoder_layer_norm(x)
-        n = len(self.layers)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, last=i == n - 1)
+        for layer in self.layers:
+            x = layer(x)
         if self.layer_norm_first:
             x = self.encoder_layer_norm(x)
         return torch.tanh(self.pooler(self.proj(x[:, 0]))).float()
