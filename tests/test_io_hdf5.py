@@ -107,3 +107,28 @@ def test_generic_hdf5_states_rate_and_leads_in_attributes(tmp_path):
     ecg = read_ecg(path)
     assert ecg.path == str(path) and ecg.fs == 500.0 and list_records(path) == [str(path)]
     np.testing.assert_array_equal(ecg.signal, sig)
+
+
+def test_repeated_exam_ids_are_keyed_uniquely(code15, tmp_path):
+    path, _, at400 = code15
+    dup = tmp_path / "dup.hdf5"
+    with h5py.File(path) as src, h5py.File(dup, "w") as f:
+        f["tracings"] = src["tracings"][:3]
+        f["exam_id"] = np.array([7, 7, 9])
+    keys = list_records(dup)
+    assert keys == [f"{dup}::7", f"{dup}::7#2", f"{dup}::9"]
+    recs = list(iter_records(dup))
+    assert [r.path for r in recs] == keys and [r.meta["row"] for r in recs] == [0, 1, 2]
+    assert recs[1].meta["exam_id"] == 7
+    np.testing.assert_allclose(read_ecg(keys[1]).signal, at400[1], rtol=1e-6)  # not the first exam again
+
+
+@pytest.mark.parametrize("rows", [0, 2])
+def test_hdf5_without_exams_is_reported(tmp_path, rows):
+    path = tmp_path / "empty.hdf5"
+    with h5py.File(path, "w") as f:
+        f["tracings"] = np.zeros((rows, 4096, 12), dtype=np.float32)
+        f["exam_id"] = np.zeros(rows, dtype=np.int64)
+    for call in (list_records, lambda p: list(iter_records(p)), read_ecg):
+        with pytest.raises(SignalError, match="holds no exams"):
+            call(path)

@@ -80,3 +80,102 @@ def test_shared_ptbxl_folder_expands_to_its_records():
     root = shared_data() / "ptbxl"
     got = expand_paths([str(root)])
     assert len(got) == 450 and all(p.endswith(".hea") for p in got)  # metadata CSVs are skipped
+
+
+# ---- failures reported, links followed once, duplicates by real path -------------------------
+
+def _chmod_is_effective(tmp_path) -> bool:
+    """False when running as root (or on a filesystem ignoring modes): chmod 000 still reads."""
+    import os
+
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    try:
+        with open(probe):
+            return False
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o644)
+        os.remove(probe)
+
+
+def test_unreadable_folder_is_a_failure_not_skipped(tree, monkeypatch):
+    import os
+
+    from ecgtext.errors import UnreadableFileError
+    from ecgtext.io import expand_inputs, read_ecg
+
+    locked = str(tree / "b")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # works as root too, where chmod would not
+    found = expand_inputs([str(tree)])
+    assert found.failed_paths == [locked]
+    assert "permission denied: cannot list the folder" in str(found.failures[0])
+    assert not any("00002_hr" in p for p in found.paths)
+    listed = expand_paths([str(tree)])
+    assert listed[-1] == locked  # kept, so a batch reads it and counts one failure
+    with pytest.raises(UnreadableFileError, match="permission denied"):
+        read_ecg(locked)
+
+
+def test_unreadable_files_and_folders_with_real_permissions(tree):
+    from ecgtext.errors import UnreadableFileError
+    from ecgtext.io import expand_inputs, read_ecg
+
+    if not _chmod_is_effective(tree):
+        pytest.skip("running as root (or modes ignored): chmod cannot make a file unreadable")
+    (tree / "b").chmod(0)
+    (tree / "a.npy").chmod(0)
+    try:
+        found = expand_inputs([str(tree)])
+        assert found.failed_paths == [str(tree / "b")]
+        with pytest.raises(UnreadableFileError, match="permission denied"):
+            read_ecg(tree / "a.npy")
+    finally:
+        (tree / "b").chmod(0o755)
+        (tree / "a.npy").chmod(0o644)
+
+
+def test_symlinked_folders_are_followed_once_even_in_a_loop(tree, tmp_path_factory):
+    import os
+
+    outside = tmp_path_factory.mktemp("outside")
+    for ext in ("hea", "dat"):
+        shutil.copy(PTBXL / f"00003_hr.{ext}", outside / f"00003_hr.{ext}")
+    os.symlink(outside, tree / "linked")          # a symlinked dataset folder
+    os.symlink(tree, tree / "b" / "loop")          # a loop back to the top
+    os.symlink(tree / "b", tree / "b2")            # a second way into b
+    got = expand_paths([str(tree)])
+    names = sorted(os.path.basename(p) for p in got)
+    assert names.count("00003_hr.hea") == 1 and names.count("00002_hr.hea") == 1
+    assert names.count("00001_hr.hea") == 1 and len(got) == len(set(map(os.path.realpath, got)))
+    globbed = expand_paths([str(tree / "**" / "*.hea")])  # a glob through the loop
+    assert sorted(os.path.basename(p) for p in globbed) == ["00001_hr.hea", "00002_hr.hea",
+                                                           "00003_hr.hea", "E07500.hea"]
+
+
+def test_duplicates_are_removed_by_real_path(tree):
+    import os
+
+    os.symlink(tree / "00001_hr.hea", tree / "alias.hea")
+    os.symlink(tree / "00001_hr.dat", tree / "alias.dat")
+    got = expand_paths([str(tree / "00001_hr.hea"), str(tree / "alias.hea"), str(tree / "00001_hr")])
+    assert got == [str(tree / "00001_hr.hea")]
+
+
+def test_uppercase_header_extension(tmp_path):
+    from ecgtext.io import read_ecg
+
+    shutil.copy(PTBXL / "00001_hr.hea", tmp_path / "00001_hr.HEA")
+    shutil.copy(PTBXL / "00001_hr.dat", tmp_path / "00001_hr.dat")
+    assert expand_paths([str(tmp_path)]) == [str(tmp_path / "00001_hr.HEA")]
+    for given in ("00001_hr.HEA", "00001_hr", "00001_hr.dat"):
+        assert read_ecg(tmp_path / given).signal.shape == (12, 5000)

@@ -9,14 +9,41 @@ and CSV. See ``docs/data-formats.md``.
 
 from __future__ import annotations
 
+import logging
+import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import FormatError
-from .paths import KEY_SEP, detect_format, expand_paths, split_key
+from ..errors import EcgTextError, FormatError
+from .paths import KEY_SEP, Expanded, detect_format, expand_inputs, expand_paths, os_error, split_key
 from .record import Ecg, ReadOptions
 
-__all__ = ["Ecg", "ReadOptions", "read_ecg", "iter_records", "list_records", "expand_paths"]
+__all__ = ["Ecg", "ReadOptions", "read_ecg", "iter_records", "list_records", "expand_paths",
+           "expand_inputs", "Expanded"]
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _as_input_errors(path: str, fmt: str) -> Iterator[None]:
+    """Whatever a reader (or the library under it) raises becomes a one-line InputError.
+
+    Readers raise specific domain errors for the problems we know; this is the
+    net under them, so a library caller never sees ``KeyError`` or ``BadZipFile``.
+    The original exception is logged at debug level for bug reports.
+    """
+    try:
+        yield
+    except (EcgTextError, MemoryError, KeyboardInterrupt, GeneratorExit):
+        raise
+    except OSError as exc:
+        log.debug("reading %r", path, exc_info=True)
+        raise os_error(path, exc) from None
+    except Exception:  # noqa: BLE001 - see docstring
+        log.debug("reading %r as %s failed", path, fmt, exc_info=True)
+        raise FormatError(path, f"cannot be read as {fmt}: the file is corrupt or not in that format",
+                          field="format", value=fmt, option="format") from None
 
 
 def _reader(fmt: str):
@@ -46,16 +73,28 @@ def iter_records(path: str | Path, options: ReadOptions | None = None) -> Iterat
     :func:`list_records` and call :func:`read_ecg` on each key.
     """
     options = options or ReadOptions()
-    container, key = split_key(path)
+    container, key = split_key(_text_path(path))
     fmt = detect_format(container, options.format)
     if fmt == "hdf5":
         from .hdf5_reader import iter_hdf5
-        yield from iter_hdf5(container, options, key)
-        return
+        records = iter_hdf5(container, options, key)
+        while True:
+            with _as_input_errors(container if key is None else f"{container}{KEY_SEP}{key}", fmt):
+                ecg = next(records, None)
+            if ecg is None:
+                return
+            yield ecg
     if key is not None:
         raise FormatError(str(path), f"'{KEY_SEP}' selects a record inside an HDF5 container, but "
                                      f"{container} is read as {fmt}")
-    yield _reader(fmt)(container, options)
+    with _as_input_errors(container, fmt):
+        ecg = _reader(fmt)(container, options)
+    yield ecg
+
+
+def _text_path(path: str | bytes | os.PathLike) -> str:
+    """A path as ``str``; bytes that are not valid UTF-8 kept losslessly (surrogate escapes)."""
+    return os.fsdecode(os.fspath(path))
 
 
 def read_ecg(path: str | Path, options: ReadOptions | None = None) -> Ecg:
@@ -65,6 +104,7 @@ def read_ecg(path: str | Path, options: ReadOptions | None = None) -> Ecg:
     how to pick one (``"file.hdf5::exam_id"``, see :func:`list_records`).
     """
     options = options or ReadOptions()
+    path = _text_path(path)
     container, key = split_key(path)
     fmt = detect_format(container, options.format)
     if fmt != "hdf5" or key is not None:
@@ -81,11 +121,13 @@ def list_records(path: str | Path, options: ReadOptions | None = None) -> list[s
     """Record paths in ``path`` without reading signals: ``"file.hdf5::exam_id"`` per HDF5
     exam, else ``[path]``."""
     options = options or ReadOptions()
+    path = _text_path(path)
     container, key = split_key(path)
     fmt = detect_format(container, options.format)
     if key is not None:
-        return [str(path)]
+        return [path]
     if fmt == "hdf5":
         from .hdf5_reader import list_hdf5
-        return list_hdf5(container, options)
-    return [str(path)]
+        with _as_input_errors(container, fmt):
+            return list_hdf5(container, options)
+    return [path]

@@ -18,12 +18,14 @@ from __future__ import annotations
 import csv
 import io
 import re
+import zlib
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ..errors import EcgTextError, FormatError, LeadError, SignalError
+from .paths import os_error
 from .record import Ecg, ReadOptions, make_ecg, mv_per_unit, orient
 
 _SIGNAL_KEYS = ("signal", "signals", "ecg", "data", "val", "x", "tracings")
@@ -109,13 +111,21 @@ def _strings(value: Any) -> list[str] | None:
 
 def read_npy(path: str, options: ReadOptions) -> Ecg:
     """A ``.npy`` array (leads x samples or samples x leads) or a ``.npz`` bundle."""
+    import zipfile
+
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        msg = "object arrays need pickle, which we never load" if "pickle" in str(exc) else str(exc)
-        raise FormatError(path, f"not a NumPy file we can read ({msg})") from None
-    except (OSError, EOFError) as exc:
-        raise FormatError(path, f"not a NumPy .npy/.npz file ({exc})") from None
+        if "pickle" in str(exc):
+            raise FormatError(path, "the NumPy file holds Python objects, not numbers (it would need "
+                                    "unpickling, which is never done)") from None
+        raise FormatError(path, "not a NumPy .npy/.npz file we can read (corrupt header)") from None
+    except zipfile.BadZipFile:
+        raise FormatError(path, "not a valid .npz file (the zip archive is corrupt or truncated)") from None
+    except PermissionError as exc:
+        raise os_error(path, exc) from None
+    except (OSError, EOFError):
+        raise FormatError(path, "not a NumPy .npy/.npz file (unrecognised or truncated contents)") from None
     meta: dict[str, Any] = {"format": "npy", "comments": []}
     if isinstance(loaded, np.ndarray):
         return finish_array(_two_d(loaded, path), path, options, fs=None, leads=None, units=None,
@@ -139,8 +149,8 @@ def read_npy(path: str, options: ReadOptions) -> Ecg:
             units = _strings(bundle["units"]) if "units" in keys else None
         except EcgTextError:
             raise
-        except (ValueError, OSError, EOFError, KeyError) as exc:
-            raise FormatError(path, f"cannot read the .npz ({exc})") from None
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
+            raise FormatError(path, "cannot read the .npz: an array in it is corrupt or truncated") from None
     meta["format"] = "npz"
     meta["key"] = key
     unit = None

@@ -17,7 +17,10 @@ states none of it (each overridable with the ``fs``/``leads``/``units`` options)
 - rows whose ``exam_id`` is 0 are unused pre-allocated rows and are skipped.
 
 Each exam is a record ``"file.hdf5::<exam_id>"`` (the row index when there is
-no ``exam_id``). Other HDF5 files: a 2-D dataset is one record, a 3-D one is
+no ``exam_id``). Keys are unique: an ``exam_id`` that repeats is
+``<exam_id>`` at its first row, then ``<exam_id>#2``, ``<exam_id>#3``, ... in
+row order, so no exam is read twice or lost. A file with no exams (0 rows,
+or only unused rows) is a :class:`SignalError`. Other HDF5 files: a 2-D dataset is one record, a 3-D one is
 one record per row; pick the dataset with the ``mat_key`` option if there are several,
 and state rate/leads via dataset or file attributes (``fs``, ``leads``,
 ``units``) or options.
@@ -32,7 +35,7 @@ import numpy as np
 from ..config import STANDARD_LEADS
 from ..errors import EcgTextError, FormatError, MissingFileError, SignalError
 from .array_reader import finish_array
-from .paths import KEY_SEP
+from .paths import KEY_SEP, os_error
 from .record import Ecg, ReadOptions
 
 CODE_FS = 400.0
@@ -46,9 +49,15 @@ def _open(path: str):
     import h5py
 
     try:
-        return h5py.File(path, "r")
+        with open(path, "rb") as fh:  # OS problems (permissions, ...) named as such, not "not HDF5"
+            magic = fh.read(8)
     except OSError as exc:
-        raise FormatError(path, f"not an HDF5 file we can read ({' '.join(str(exc).split())})") from None
+        raise os_error(path, exc) from None
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        what = "truncated or corrupt" if magic == b"\x89HDF\r\n\x1a\n" else "not an HDF5 file"
+        raise FormatError(path, f"cannot open as HDF5: {what}") from None
 
 
 class _Container:
@@ -88,6 +97,8 @@ class _Container:
         return found[0], f[found[0]]
 
     def _keys(self) -> tuple[list[str], list[int]]:
+        """Unique record keys and their rows: ``exam_id``, then ``exam_id#2``, ``#3``, ... for
+        repeats (in row order), or the row index when there is no ``exam_id``."""
         if not self.many:
             return [], []
         n = self.ds.shape[0]
@@ -95,8 +106,23 @@ class _Container:
         if ids is not None and ids.shape == (n,) and ids.dtype.kind in "iu":
             values = np.asarray(ids[()])
             rows = [i for i in range(n) if not (self.code and values[i] == 0)]
-            return [str(int(values[i])) for i in rows], rows
+            keys, count = [], {}
+            for i in rows:
+                k = str(int(values[i]))
+                count[k] = count.get(k, 0) + 1
+                keys.append(k if count[k] == 1 else f"{k}#{count[k]}")
+            if len(keys) != len(set(keys)):  # an id that itself looks like "123#2": use rows
+                return [f"row{i}" for i in rows], rows
+            return keys, rows
         return [str(i) for i in range(n)], list(range(n))
+
+    def require_records(self) -> None:
+        if self.many and not self.keys:
+            n = self.ds.shape[0]
+            raise SignalError(self.path, f"the HDF5 file holds no exams (dataset {self.name!r} has "
+                                         f"{n} row{'s' if n != 1 else ''}"
+                                         f"{', all unused (exam_id 0)' if n else ''})",
+                              field="exam count", value=0)
 
     def _attr(self, names: tuple[str, ...]) -> Any:
         for holder in (self.ds.attrs, self.file.attrs):
@@ -110,7 +136,8 @@ class _Container:
         display = f"{self.path}{KEY_SEP}{key}" if key is not None else self.path
         meta: dict[str, Any] = {"format": "hdf5", "comments": [], "dataset": self.name}
         if key is not None:
-            meta["exam_id"] = int(key) if key.isdigit() else key
+            exam = key.split("#", 1)[0]
+            meta["exam_id"] = int(exam) if exam.isdigit() else exam
             meta["row"] = row
         fs = self._attr(_FS_ATTRS)
         fs = float(np.asarray(fs).reshape(-1)[0]) if fs is not None else None
@@ -180,6 +207,8 @@ def iter_hdf5(path: str, options: ReadOptions, key: str | None = None) -> Iterat
     """Yield every record (or only ``key``) of an HDF5 file as :class:`Ecg`."""
     box = _Container(path, options)
     try:
+        if key is None:
+            box.require_records()
         yield from box.iter(key)
     finally:
         box.close()
@@ -189,6 +218,7 @@ def list_hdf5(path: str, options: ReadOptions) -> list[str]:
     """Record keys ``"path::exam_id"`` of an HDF5 file (no signal read); ``[path]`` for one record."""
     box = _Container(path, options)
     try:
+        box.require_records()
         return [f"{path}{KEY_SEP}{k}" for k in box.keys] if box.many else [path]
     finally:
         box.close()

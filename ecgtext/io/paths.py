@@ -6,9 +6,12 @@ Record paths are strings. One record of a multi-record container is
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import glob
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, TextIO
 
@@ -84,12 +87,23 @@ def detect_format(path: str, forced: str | None = None) -> str:
     A ``.mat`` (or any file) with a same-named ``.hea`` beside it is WFDB.
     """
     if os.path.isdir(path):
+        try:
+            os.scandir(path).close()
+        except OSError as exc:
+            raise _folder_error(path, exc) from None
         raise FormatError(path, "is a folder, not an ECG file; pass the files in it (or let the "
                                 "command expand the folder)")
     if not os.path.exists(path):
         if (forced in (None, "wfdb")) and _has_header(path):
             return "wfdb"  # a WFDB record name without extension
+        if os.path.islink(path):
+            raise MissingFileError(path, "broken or looping symbolic link")
         raise MissingFileError(path, "no such file")
+    try:
+        with open(path, "rb"):  # permission problems named as such, whatever the reader
+            pass
+    except OSError as exc:
+        raise os_error(path, exc) from None
     if os.path.getsize(path) == 0:
         raise FormatError(path, "empty file (0 bytes)")
     if forced:
@@ -125,23 +139,72 @@ def _canonical(path: str) -> str:
 
 
 def _csv_names_leads(path: Path) -> bool:
-    """Whether a CSV's first line names at least one ECG lead (metadata tables do not)."""
+    """Whether a CSV's first line names at least one ECG lead (metadata tables do not).
+
+    An unreadable CSV counts as a record, so that reading it reports the problem.
+    """
     from .leads import canonical_lead
 
     try:
         with open(path, encoding="utf-8", errors="ignore") as fh:
             first = fh.readline()
     except OSError:
-        return False
+        return True
     for sep in (",", ";", "\t"):
         first = first.replace(sep, ",")
     return any(canonical_lead(c.strip().strip('"').split("(")[0].split("[")[0]) for c in first.split(","))
 
 
-def _walk(folder: Path) -> list[str]:
-    """Records in a folder tree, sorted: WFDB headers and header-less ECG files."""
-    found = []
-    for root, dirs, files in os.walk(folder):
+@dataclass
+class Expanded:
+    """What :func:`expand_inputs` found: record paths, and what could not be walked.
+
+    ``paths`` are the records (input order, folders and globs sorted, one per
+    real file). ``failures`` are the folders (or inputs) that could not be
+    listed, one :class:`InputError` each; ``failed_paths`` the same paths.
+    """
+
+    paths: list[str] = field(default_factory=list)
+    failures: list[InputError] = field(default_factory=list)
+
+    @property
+    def failed_paths(self) -> list[str]:
+        return [str(f.path) for f in self.failures]
+
+
+def _folder_error(path: str, exc: OSError) -> InputError:
+    if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+        return UnreadableFileError(path, "permission denied: cannot list the folder")
+    if getattr(exc, "errno", None) == errno.ELOOP:
+        return UnreadableFileError(path, "symbolic link loop: the folder cannot be opened")
+    return UnreadableFileError(path, f"cannot list the folder ({(exc.strerror or 'input/output error').lower()})")
+
+
+def _walk(folder: Path, failures: list[InputError], visited: set[tuple[int, int]] | None = None
+          ) -> list[str]:
+    """Records in a folder tree, sorted: WFDB headers and header-less ECG files.
+
+    Symbolic links to folders are followed; a folder already visited (a link
+    loop, or two links to one folder) is not walked again. Folders that cannot
+    be listed are added to ``failures``.
+    """
+    found: list[str] = []
+    visited = set() if visited is None else visited
+
+    def onerror(exc: OSError) -> None:
+        failures.append(_folder_error(str(exc.filename or folder), exc))
+
+    for root, dirs, files in os.walk(folder, onerror=onerror, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            failures.append(_folder_error(root, exc))
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in visited:
+            dirs[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         heads = {n[:-4] for n in files if n.lower().endswith(".hea")}
         for name in sorted(files):
@@ -161,47 +224,108 @@ def _walk(folder: Path) -> list[str]:
     return found
 
 
-def _expand_one(item: str) -> list[str]:
+def _expand_one(item: str, failures: list[InputError]) -> list[str]:
     if item.strip() == "":
         return []
     if os.path.isdir(item):
-        return _walk(Path(item))
+        return _walk(Path(item), failures)
     if os.path.exists(item) or _has_header(item):
         return [_canonical(item)]
     if _GLOB_CHARS & set(item):
-        matches = sorted(glob.glob(item, recursive=True))
+        matches = sorted(_glob(item))
         if matches:
             out: list[str] = []
+            visited: set[tuple[int, int]] = set()
             for m in matches:
-                out.extend(_walk(Path(m)) if os.path.isdir(m) else [_canonical(m)])
+                out.extend(_walk(Path(m), failures, visited) if os.path.isdir(m) else [_canonical(m)])
             return out
     return [item]  # missing (or "file::key"): reading it reports the problem
 
 
-def expand_paths(inputs: Sequence[str], stdin: TextIO | None = None) -> list[str]:
-    """Expand files, folders (recursively), globs and ``-`` into record paths.
+def _match_parts(parts: list[str], pattern: list[str]) -> bool:
+    """Whether path components match glob components (``**``: any number of components)."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_match_parts(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _match_parts(parts[1:], pattern[1:])
+
+
+def _glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``, but ``**`` follows links to folders only once.
+
+    The standard library follows symbolic links under ``**`` without loop
+    protection: a link loop makes it enumerate paths until the OS refuses
+    (exponentially many with two loops). Here ``**`` walks each real folder once.
+    """
+    if "**" not in pattern:
+        return glob.glob(pattern)
+    parts = pattern.split(os.sep)
+    first = next(i for i, p in enumerate(parts) if _GLOB_CHARS & set(p))
+    base = os.sep.join(parts[:first]) or (os.sep if pattern.startswith(os.sep) else ".")
+    rest = [p for p in parts[first:] if p]
+    if not os.path.isdir(base):
+        return []
+    out: list[str] = []
+    visited: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(base, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in visited:
+            dirs[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(root, base)
+        prefix = [] if rel == "." else rel.split(os.sep)
+        for name in dirs + sorted(f for f in files if not f.startswith(".")):
+            if _match_parts(prefix + [name], rest):
+                out.append(os.path.join(root, name) if parts[:first] else
+                           os.path.normpath(os.path.join(root, name)))
+    return out
+
+
+def _real_key(path: str) -> str:
+    """Duplicate key: the real path (links resolved) of the file, plus any ``::key``."""
+    container, key = split_key(path)
+    real = os.path.normcase(os.path.realpath(container))
+    return real if key is None else f"{real}{KEY_SEP}{key}"
+
+
+def expand_inputs(inputs: Sequence[str], stdin: TextIO | None = None) -> Expanded:
+    """Expand files, folders (recursively), globs and ``-`` into record paths, and failures.
 
     ``-`` reads newline-separated paths from ``stdin`` (default ``sys.stdin``;
     blank lines and ``#`` comments skipped). A folder yields one entry per
     record: a WFDB record's ``.hea`` but not its ``.dat``/``.mat`` signal
-    files; header-less ``.mat``, HDF5 and ``.npy``/``.npz`` files; ``.csv``
-    files whose first line names a lead. Order is the input order, folders
-    and globs sorted; duplicates (by resolved path) are dropped. Paths that do
-    not exist are kept, so reading them reports a one-line error in place.
+    files; header-less ``.mat``, HDF5, ``.npy``/``.npz`` and clinical files;
+    ``.csv`` files whose first line names a lead. Symbolic links to folders
+    are followed, with loop protection. Order is the input order, folders and
+    globs sorted; duplicates are dropped by *real* path (links resolved), so a
+    record reached twice is read once. Paths that do not exist are kept, so
+    reading them reports a one-line error in place; folders that cannot be
+    listed are returned in ``failures``.
     """
-    out: list[str] = []
+    out = Expanded()
     seen: set[str] = set()
     for item in inputs:
-        item = os.fspath(item)
+        item = os.fsdecode(item) if isinstance(item, bytes) else os.fspath(item)
         if item == "-":
             stream = stdin if stdin is not None else sys.stdin
             lines = [ln.strip() for ln in stream.read().splitlines()]
-            expanded = [p for ln in lines if ln and not ln.startswith("#") for p in _expand_one(ln)]
+            expanded = [p for ln in lines if ln and not ln.startswith("#")
+                        for p in _expand_one(ln, out.failures)]
         else:
-            expanded = _expand_one(item)
+            expanded = _expand_one(item, out.failures)
         for p in expanded:
-            key = os.path.normcase(os.path.abspath(p))
+            key = _real_key(p)
             if key not in seen:
                 seen.add(key)
-                out.append(p)
+                out.paths.append(p)
     return out
+
+
+def expand_paths(inputs: Sequence[str], stdin: TextIO | None = None) -> list[str]:
+    """:func:`expand_inputs` as one list: the records, then each folder that could not be
+    listed (reading such a path reports the problem, so a batch counts it as a failure)."""
+    found = expand_inputs(inputs, stdin)
+    return found.paths + [p for p in found.failed_paths if p not in found.paths]
