@@ -6,6 +6,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 
@@ -68,11 +70,25 @@ class InputError(EcgTextError):
 
     def __init__(self, path: str | None, problem: str, *, field: str | None = None,
                  value: Any = None, option: str | None = None):
-        shown = None if path is None else str(path)
+        raw = None if path is None else (os.fsdecode(path) if isinstance(path, bytes) else str(path))
         self.problem = " ".join(str(problem).split())  # always one line
-        super().__init__(f"{shown}: {self.problem}" if shown else self.problem,
-                         path=shown, field=field, value=value, option=option)
-        self.path = shown
+        super().__init__(f"{display_path(raw)}: {self.problem}" if raw else self.problem,
+                         path=raw, field=field, value=value, option=option)
+        self.path = raw  # lossless (undecodable bytes as surrogate escapes); the message shows display_path
+
+
+def display_path(path: str) -> str:
+    """``path`` as one printable line of valid UTF-8: bytes that are not UTF-8 (surrogate
+    escapes) become ``\\xNN`` and control characters (a newline in a file name) ``\\n``,
+    ``\\x07``. For messages and text columns; ``os.fsencode(path)`` is the lossless form."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace") if _SURROGATE.search(path) else path
+    if _CONTROL.search(text):
+        text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return text
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class FormatError(InputError):
