@@ -123,7 +123,8 @@ def _schema(dim: int, meta: dict) -> "pa.Schema":
     import pyarrow as pa
 
     return pa.schema([
-        ("path", pa.string()),
+        ("path", pa.string()),  # display_path: valid UTF-8, one line
+        ("path_bytes", pa.binary()),  # os.fsencode(path): lossless, what resuming matches on
         ("window", pa.int32()),
         ("start_s", pa.float64()),
         ("n_windows", pa.int32()),
@@ -143,13 +144,17 @@ class _Rows:
         self.clear()
 
     def clear(self):
-        self.cols = {k: [] for k in ("path", "window", "start_s", "n_windows", "fs", "duration_s",
-                                     "missing_leads", "model")}
+        self.cols = {k: [] for k in ("path", "path_bytes", "window", "start_s", "n_windows", "fs",
+                                     "duration_s", "missing_leads", "model")}
         self.emb: list[np.ndarray] = []
         self.records = 0
 
     def add(self, path, window, start_s, n_windows, fs, duration_s, missing, model, emb):
-        for k, v in zip(self.cols, (path, window, start_s, n_windows, fs, duration_s, missing, model)):
+        from ecgtext.errors import display_path
+
+        values = (display_path(path), os.fsencode(path), window, start_s, n_windows, fs, duration_s,
+                  missing, model)
+        for k, v in zip(self.cols, values):
             self.cols[k].append(v)
         self.emb.append(np.asarray(emb, dtype=np.float32).reshape(self.dim))
 
@@ -235,8 +240,21 @@ def add_record(rows: _Rows, r, *, per_window: bool, aggregate: str, model_id: st
 
 def error_entry(err: BaseException) -> dict:
     """One line of the errors sidecar (``path``, ``error`` class name, ``message``)."""
-    return {"path": getattr(err, "path", None), "error": type(err).__name__,
-            "message": getattr(err, "problem", str(err))}
+    from ecgtext.errors import display_path
+
+    path = getattr(err, "path", None)
+    entry = {"path": None if path is None else display_path(path), "error": type(err).__name__,
+             "message": getattr(err, "problem", str(err))}
+    if path is not None and entry["path"] != path:  # not UTF-8, or a newline in the name
+        entry["path_bytes_hex"] = os.fsencode(path).hex()
+    return entry
+
+
+def _stored_paths(table: "pa.Table") -> list[str]:
+    """The record paths of a table, losslessly (from ``path_bytes`` when the table has it)."""
+    if "path_bytes" in table.schema.names:
+        return [os.fsdecode(b) for b in table.column("path_bytes").to_pylist()]
+    return table.column("path").to_pylist()
 
 
 # --------------------------------------------------------------------------- run
@@ -248,7 +266,7 @@ def _done_keys(final: Path, work: Path, meta: dict) -> tuple[set[str], list[Path
     if final.exists():
         try:
             old_meta = _read_meta(final)
-            keys = pq.read_table(final, columns=["path"]).column(0).to_pylist()
+            keys = _stored_paths(pq.read_table(final))
         except ProvenanceError:
             raise
         except Exception:  # noqa: BLE001 - not Parquet, or not ours
@@ -263,7 +281,7 @@ def _done_keys(final: Path, work: Path, meta: dict) -> tuple[set[str], list[Path
         for part in sorted(work.glob("part-*.parquet")):
             try:
                 _compatible(_read_meta(part), meta, part)
-                keys = pq.read_table(part, columns=["path"]).column(0).to_pylist()
+                keys = _stored_paths(pq.read_table(part))
             except ConfigError:
                 raise
             except Exception:  # noqa: BLE001 - cannot happen with atomic writes; redo its records
@@ -289,8 +307,12 @@ def _merge(final: Path, parts: list[Path], schema: "pa.Schema") -> int:
             buf: list[pa.Table] = []
             n_buf = 0
             for src in sources:
-                t = pq.read_table(src).cast(schema)
-                keys = [record_key(p) for p in t.column("path").to_pylist()]
+                t = pq.read_table(src)
+                if "path_bytes" not in t.schema.names:  # written before the column existed
+                    t = t.add_column(1, "path_bytes", pa.array([os.fsencode(p) for p in
+                                                                t.column("path").to_pylist()], pa.binary()))
+                t = t.cast(schema)
+                keys = [record_key(p) for p in _stored_paths(t)]
                 if seen:  # a crash between renaming final and removing parts leaves duplicates
                     t = t.filter(pc.invert(pa.array([k in seen for k in keys])))
                 seen.update(keys)
@@ -317,8 +339,11 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
     """Embed ``paths`` into Parquet at ``out`` (see the module docstring for the layout).
 
     One row per record (``aggregate`` over its windows) or, with ``per_window``,
-    per window; columns ``path, window, start_s, n_windows, fs, duration_s,
-    missing_leads, model, embedding`` (fixed_size_list<float32>[D]).
+    per window; columns ``path, path_bytes, window, start_s, n_windows, fs, duration_s,
+    missing_leads, model, embedding`` (fixed_size_list<float32>[D]). ``path`` is
+    UTF-8 text for reading (undecodable bytes as ``\\xNN``, control characters
+    escaped: :func:`ecgtext.errors.display_path`); ``path_bytes`` the file name's
+    exact bytes (``os.fsencode``), which resuming matches on.
     ``on_start(todo, skipped)`` and ``on_record(path, error_or_None)`` report progress.
     """
     from ecgtext.inference.engine import AGGREGATES, expand_records, iter_features, load_ecg_model, model_identity

@@ -435,6 +435,8 @@ def read_wfdb(path: str, options: ReadOptions) -> Ecg:
     data = _read_header(hea, display)
     text, encoding = decode_header(data)
     h = parse_header(text, display)
+    for s in h.signals:  # the file name's bytes as written, as the OS spells them
+        s.file_name = os.fsdecode(s.file_name.encode(encoding, "surrogateescape"))
     folder = os.path.dirname(hea)
     fs_source = "the header"
     fs = h.fs
