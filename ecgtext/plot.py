@@ -147,14 +147,13 @@ def plot_roc(Y: np.ndarray, S: np.ndarray, classes: Sequence[str], path: str, ti
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
     from sklearn.metrics import auc as area
+    from sklearn.metrics import roc_curve
 
     from ecgtext.fsutil import atomic_path
 
     curves = {}
-    for j, c in enumerate(classes):
+    for j in range(len(classes)):
         # a class with one outcome in the split has no ROC curve
         if 0 < Y[:, j].sum() < len(Y):
             curves[j] = roc_curve(Y[:, j], S[:, j])[:2]

@@ -1,5 +1,7 @@
-"""``ecgtext probe``: linear probing and dataset-level zero-shot on labelled datasets,
-and applying a saved probe head to new records (``--predict``)."""
+"""``ecgtext probe``: linear probing and dataset-level zero-shot on labelled datasets.
+
+Applying a saved head to new records is ``ecgtext predict`` (``probe --predict``
+still works, hidden, for existing scripts)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .options import with_read_options
+from .options import DeviceOption, Precision, PrecisionOption, with_read_options
 
 DATA = "Dataset"
 PROTO = "Probing protocol"
@@ -42,9 +44,6 @@ class Fmt(str, enum.Enum):
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
-
-
-_DEFAULT_LABELS = {("ptbxl", t): f"ptbxl-{t}" for t in ("super", "sub", "form", "rhythm")}
 
 
 @with_read_options
@@ -116,7 +115,7 @@ def command(
         help="Zero-shot label set: built-in name or JSON file {code: description}. "
              "Default: ptbxl-<task>, cpsc2018 / code15 where they fit.")] = None,
     predict: Annotated[bool, typer.Option(
-        "--predict", rich_help_panel=OUT,
+        "--predict", rich_help_panel=OUT, hidden=True,
         help="Classify the ECG files given as INPUTS with a saved head (--head-dir).")] = False,
     head_dir: Annotated[Optional[Path], typer.Option(
         "--head-dir", rich_help_panel=OUT, help="A head saved with --save-head (for --predict).")] = None,
@@ -133,10 +132,8 @@ def command(
         "--format", rich_help_panel=OUT,
         help="table or json (results); with --predict also jsonl or csv. Default: table on a terminal, "
              "else json (jsonl with --predict).", show_default=False)] = None,
-    device: Annotated[Optional[str], typer.Option("--device", rich_help_panel=RUN,
-                                                  help="cpu, cuda, cuda:N or auto.")] = None,
-    precision: Annotated[str, typer.Option("--precision", rich_help_panel=RUN,
-                                           help="auto, fp32 or bf16.")] = "auto",
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     embed_batch_size: Annotated[int, typer.Option("--embed-batch-size", min=1, rich_help_panel=RUN,
                                                   help="Windows per model batch.")] = 32,
     num_workers: Annotated[int, typer.Option("--num-workers", min=0, rich_help_panel=RUN,
@@ -155,7 +152,7 @@ def command(
 
       ecgtext probe /data/ptb-xl -d ptbxl -t rhythm --zeroshot
 
-      ecgtext probe --predict --head-dir head/ rec1.hea rec2.hea
+      ecgtext predict --head-dir head/ rec1.hea rec2.hea   (apply a saved head)
     """
     from ..errors import ConfigError
 
@@ -165,8 +162,10 @@ def command(
     if predict:
         if head_dir is None:
             raise ConfigError("--predict needs --head-dir DIR (a head saved with --save-head)")
-        return _predict(inputs, head_dir, model, features, read_options, fmt, embed_batch_size, num_workers,
-                        device, precision)
+        from .predict import render_predictions
+
+        return render_predictions(inputs, head_dir, model, features, read_options, fmt.value, embed_batch_size,
+                                  num_workers, device, precision.value)
     if dataset is None:
         raise ConfigError("give the dataset layout with --dataset (ptbxl, cinc, code15 or generic)")
     if not inputs:
@@ -175,16 +174,25 @@ def command(
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
         raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    ds = _load(dataset.value, inputs, task, rate, classes, split_file, split_seed, data_root, path_column,
-               label_column, label_columns)
+    from ecgtext.evaluation.datasets.options import (
+        DatasetOptions,
+        default_label_set,
+        load_dataset_from_options,
+    )
+
+    ds = load_dataset_from_options(DatasetOptions(
+        kind=dataset.value, inputs=inputs, task=task, rate=rate, classes=classes,
+        split_files=[str(p) for p in split_file or []], split_seed=split_seed,
+        data_root=None if data_root is None else str(data_root), path_column=path_column,
+        label_column=label_column, label_columns=label_columns))
     mode = "zeroshot" if zeroshot else f"linear-{100 * fraction:g}pct"
     out = out_dir if out_dir is not None else Path("probe-results") / "-".join(
         x for x in (ds.name, ds.task, mode) if x)
-    common = dict(read_options=read_options, num_workers=num_workers, device=device, precision=precision)
+    common = dict(read_options=read_options, num_workers=num_workers, device=device, precision=precision.value)
     if zeroshot:
         from ecgtext.evaluation.zeroshot import run_zeroshot_evaluation
 
-        report = run_zeroshot_evaluation(ds, model or "dbeta-base", labels or _default_labels(ds, classes),
+        report = run_zeroshot_evaluation(ds, model or "dbeta-base", labels or default_label_set(ds, classes),
                                          features=features, batch_size=embed_batch_size, out_dir=out,
                                          plot=plot, **common).report
     else:
@@ -199,42 +207,6 @@ def command(
         typer.echo(json.dumps(report, indent=None if fmt is Fmt.jsonl else 2))
     else:
         _print_report(report)
-
-
-def _load(kind, inputs, task, rate, classes, split_file, split_seed, data_root, path_column, label_column,
-          label_columns):
-    from ecgtext.evaluation.datasets import load_dataset
-
-    opts: dict[str, Any] = {}
-    if kind == "ptbxl":
-        opts["rate"] = rate
-    elif kind == "cinc":
-        opts.update(classes=classes, seed=split_seed)
-    elif kind == "generic":
-        opts.update(seed=split_seed, data_root=None if data_root is None else str(data_root),
-                    path_column=path_column, label_column=label_column, label_columns=label_columns)
-    root = inputs if kind == "generic" else inputs[0]
-    if kind != "generic" and len(inputs) > 1:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"--dataset {kind} takes one folder, got {len(inputs)} arguments")
-    return load_dataset(kind, root, task, split_files=[str(p) for p in split_file or []] or None, **opts)
-
-
-def _default_labels(ds, classes: str) -> str:
-    from ..errors import ConfigError
-    from ..labels import builtin_label_sets
-
-    if (ds.name, ds.task) in _DEFAULT_LABELS:
-        return _DEFAULT_LABELS[(ds.name, ds.task)]
-    if ds.name == "code15":
-        return "code15"
-    if ds.name == "cinc" and classes not in ("scored", "all"):
-        return classes
-    if ds.name == "cinc":
-        return "cpsc2018"
-    raise ConfigError(f"no default label set for {ds.label}; pass --labels NAME|FILE.json "
-                      f"(built-in: {', '.join(builtin_label_sets())})")
 
 
 def _errors(feat_report: dict) -> None:
@@ -305,49 +277,3 @@ def _print_report(r: dict) -> None:
                       highlight=False)
     if r.get("split_file"):
         console.print(f"results: {Path(r['split_file']).parent}", highlight=False)
-
-
-def _predict(inputs, head_dir, model, features, read_options, fmt, batch_size, num_workers, device, precision):
-    from ..errors import ConfigError
-    from ecgtext.evaluation.probe import predict_records
-
-    if not inputs and features is None:
-        raise ConfigError("--predict needs ECG files (or --features FILE.parquet)")
-    paths = inputs
-    if inputs:
-        from ..io import expand_paths
-
-        paths = expand_paths(inputs)
-    rows, errors, head = predict_records(head_dir, paths, model_source=model, features=features,
-                                         read_options=read_options, batch_size=batch_size,
-                                         num_workers=num_workers, device=device, precision=precision)
-    for e in errors:
-        typer.echo(f"error: {e}", err=True)
-    if fmt is Fmt.jsonl:
-        for r in rows:
-            typer.echo(json.dumps(r))
-    elif fmt is Fmt.json:
-        typer.echo(json.dumps(rows, indent=2))
-    elif fmt is Fmt.csv:
-        import csv
-
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["path", "labels"] + [f"p_{c}" for c in head.classes])
-        for r in rows:
-            w.writerow([r["path"], ";".join(r["labels"])] + [f"{r['probabilities'][c]:.6f}" for c in head.classes])
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table(title=f"predictions ({head.info.get('dataset', 'head')}, thresholds from validation)")
-        t.add_column("record", overflow="fold")
-        t.add_column("labels")
-        t.add_column("top probabilities")
-        for r in rows:
-            top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-            t.add_row(r["path"], ", ".join(r["labels"]) or "-", "  ".join(f"{c} {p:.2f}" for c, p in top))
-        Console().print(t)
-    if errors and not rows:
-        raise typer.Exit(3)
-    if errors:
-        raise typer.Exit(1)

@@ -8,8 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import (BatchSizeOption, DeviceOption, MinCoverageOption, ModelOption, NumWorkersOption,
-                      PathsArgument, Precision, PrecisionOption, with_read_options)
+from .options import (
+    BatchSizeOption,
+    DeviceOption,
+    MinCoverageOption,
+    ModelOption,
+    NumWorkersOption,
+    PathsArgument,
+    Precision,
+    PrecisionOption,
+    with_read_options,
+)
 
 
 class Score(str, enum.Enum):
@@ -76,19 +85,16 @@ def command(
 
     Example: ecgtext zeroshot records/ --labels ptbxl-super --format csv > scores.csv
     """
-    import dataclasses
     import os
+
+    from ecgtext.inference.zeroshot import mean_over_windows, run_zeroshot
 
     from ..errors import ConfigError, InputError
     from ..io import expand_paths
-    from ..labels import load_label_set, parse_inline_labels
-    from ecgtext.inference.zeroshot import run_zeroshot
+    from ..labels import build_label_set
     from .output import ResultWriter, default_format, report_error, summary_line
 
-    label_set: dict[str, str] = {}
-    if labels is not None or not label:
-        label_set.update(load_label_set(labels or "code15"))
-    label_set.update(parse_inline_labels(label or []))
+    label_set = build_label_set(labels, label)
     files = expand_paths(paths)
     if not files:
         raise InputError(None, "no ECG records found in the given paths")
@@ -112,10 +118,7 @@ def command(
     def plot_record():
         if plot is None or not windows:
             return
-        rec = windows[0]
-        if len(windows) > 1 or rec.window is not None:  # plot with the record's mean scores
-            mean = {c: sum(w.scores[c] for w in windows) / len(windows) for c in rec.scores}
-            rec = dataclasses.replace(rec, scores=mean, window=None, start_s=None)
+        rec = mean_over_windows(windows)  # plot with the record's mean scores
         windows.clear()
         _plot(rec, plot, plot_dir, read_options, label_set, score.value, model, top)
 

@@ -15,6 +15,7 @@ ECG path of the model and never imports ``transformers``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -138,11 +139,12 @@ def label_features(model_or_source: "DBeta | str | os.PathLike", labels: dict[st
     ``model_or_source`` is a loaded full model, or a model directory / registry
     name / ``hf-hub:`` id (the text tower is then loaded only on a cache miss).
     """
-    from ecgtext.model.dbeta import DBeta
     from ecgtext.hub.load import load_model, resolve_source
+    from ecgtext.model.dbeta import DBeta
 
     if not labels:
-        raise ConfigError("no labels to score: give --labels NAME|FILE.json or --label CODE=TEXT")
+        raise ConfigError("no labels to score: give a label set (a built-in name or a JSON file) or "
+                          "CODE=description labels", field="labels", option="labels")
     model = model_or_source if isinstance(model_or_source, DBeta) else None
     model_dir = model.model_dir if model is not None else resolve_source(model_or_source)
     key = None
@@ -193,12 +195,21 @@ class ZeroShotResult:
         return d
 
 
+def mean_over_windows(windows: Sequence[ZeroShotResult]) -> ZeroShotResult:
+    """One record-level result from its per-window results: the mean score per class."""
+    first = windows[0]
+    if len(windows) == 1 and first.window is None:
+        return first
+    mean = {c: sum(w.scores[c] for w in windows) / len(windows) for c in first.scores}
+    return dataclasses.replace(first, scores=mean, window=None, start_s=None)
+
+
 def _prepare_run(model: "DBeta | str | os.PathLike", labels: dict[str, str], lowercase: bool, use_cache: bool,
                  device) -> tuple["DBeta", torch.Tensor]:
     """The ECG model and label features; on a cache hit only the ECG path is loaded."""
+    from ecgtext.hub.load import load_model, resolve_source
     from ecgtext.inference.engine import load_ecg_model
     from ecgtext.model.dbeta import DBeta
-    from ecgtext.hub.load import load_model, resolve_source
 
     if isinstance(model, DBeta):
         return model, label_features(model, labels, lowercase, use_cache)

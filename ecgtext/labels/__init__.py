@@ -64,12 +64,26 @@ def load_label_set(name_or_path: str) -> dict[str, str]:
     return parse_label_set(data, s)
 
 
+def build_label_set(names: str | None = None, extra: list[str] | None = None,
+                    default: str = "code15") -> dict[str, str]:
+    """A label set from a built-in name or JSON file plus inline ``CODE=description`` items.
+
+    Without ``names`` the ``default`` set is used, unless inline items alone are given.
+    """
+    out: dict[str, str] = {}
+    if names is not None or not extra:
+        out.update(load_label_set(names or default))
+    out.update(parse_inline_labels(extra or []))
+    return out
+
+
 def parse_inline_labels(items: list[str]) -> dict[str, str]:
     """``["CODE=description", ...]`` (from repeated ``--label``) -> ordered dict."""
     out: dict[str, str] = {}
     for item in items:
         code, sep, text = item.partition("=")
         if not sep or not code.strip() or not text.strip():
-            raise ConfigError(f"--label {item!r}: expected CODE=description")
+            raise ConfigError(f"label {item!r}: expected CODE=description", field="label", value=item,
+                              option="label")
         out[code.strip()] = " ".join(text.split())
     return out
