@@ -86,7 +86,8 @@ def _class_codes(classes, found_codes: set[str]) -> tuple[list[str], list[tuple[
         groups.append(g)
     if unknown:
         raise DataError(f"{where}: {', '.join(unknown)} not CinC 2021 abbreviation(s) "
-                        "(dx_mapping_scored.csv / dx_mapping_unscored.csv); use --classes scored or all")
+                        "(dx_mapping_scored.csv / dx_mapping_unscored.csv); use the classes 'scored' or 'all'",
+                        path=str(where), field="classes", value=unknown, option="classes")
     return names, groups, f"{where} mapped by Challenge abbreviation"
 
 

@@ -61,8 +61,9 @@ def _label_columns(df, spec: str | Sequence[str] | None, exclude: set[str], wher
             if len(s) and s.dtype.kind in "iuf" and s.isin((0, 1)).all():
                 out.append(c)
         if not out:
-            raise DataError(f"{where}: no label columns found; pass --label-column COL (one column of "
-                            "';'-separated labels) or --label-columns A,B,C (0/1 columns)")
+            raise DataError(f"{where}: no label columns found; name the column of ';'-separated labels "
+                            "(label_column) or the 0/1 class columns (label_columns)", path=str(where),
+                            field="label columns", option="label_column")
         return out
     if isinstance(spec, str) and ":" in spec and "," not in spec:
         first, last = spec.split(":", 1)
@@ -142,16 +143,19 @@ def load_generic(root: str | Sequence[str], task: str | None = None, *, path_col
     if path_column is None:
         path_column = next((c for c in PATH_COLUMNS if c in df.columns), None)
         if path_column is None:
-            raise DataError(f"{where}: no path column (one of {', '.join(PATH_COLUMNS)}); pass --path-column")
+            raise DataError(f"{where}: no path column (one of {', '.join(PATH_COLUMNS)}); name the column "
+                            "holding record paths", path=str(where), field="path column", option="path_column")
     elif path_column not in df.columns:
-        raise DataError(f"{where}: no column {path_column!r} (--path-column)")
+        raise DataError(f"{where}: no column {path_column!r} (the path column)", path=str(where),
+                        field="path column", value=path_column, option="path_column")
 
     exclude = {path_column, split_column, "__file__"}
     if label_column is None and label_columns is None:
         label_column = next((c for c in LABEL_COLUMNS if c in df.columns), None)
     if label_column is not None:
         if label_column not in df.columns:
-            raise DataError(f"{where}: no column {label_column!r} (--label-column)")
+            raise DataError(f"{where}: no column {label_column!r} (the label column)", path=str(where),
+                            field="label column", value=label_column, option="label_column")
         lists = [[] if (isinstance(v, float) and np.isnan(v)) or v is None else
                  [x.strip() for x in str(v).split(label_sep) if x.strip()] for v in df[label_column]]
         classes = sorted({x for labs in lists for x in labs})
@@ -178,7 +182,8 @@ def load_generic(root: str | Sequence[str], task: str | None = None, *, path_col
     ok = np.array(ok, dtype=bool)
     if not ok.any():
         raise DataError(f"{where}: none of the {len(keys)} paths in column {path_column!r} exists under "
-                        f"{base} (e.g. {keys[0]}); pass --data-root")
+                        f"{base} (e.g. {keys[0]}); give the folder the paths start from", path=str(where),
+                        field="data root", value=str(base), option="data_root")
     dup = pd.Series(keys)[pd.Series(keys).duplicated()]
     if len(dup):
         raise DataError(f"{where}: record {dup.iloc[0]} is listed more than once")

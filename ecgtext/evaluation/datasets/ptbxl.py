@@ -68,7 +68,7 @@ def load_ptbxl(root: str, task: str | None = None, rate: int = 500, **_ignored) 
     import pandas as pd
 
     if task is None:
-        raise DataError(f"PTB-XL needs a task: one of {', '.join(TASKS)} (--task)")
+        raise DataError(f"PTB-XL needs a task: one of {', '.join(TASKS)}", field="task", option="task")
     if task not in TASKS:
         raise DataError(f"unknown PTB-XL task {task!r}; expected one of {', '.join(TASKS)}")
     if int(rate) not in (100, 500):
