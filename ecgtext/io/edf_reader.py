@@ -342,6 +342,18 @@ def _only_text_issues(path: str, info: EdfInfo) -> bool:
     return any(b > 126 for b in head) and all(np.isfinite(info.gain)) and all(np.isfinite(info.offset))
 
 
+def read_edf_range(reader, info: EdfInfo, start: int, stop: int) -> np.ndarray:
+    """Samples ``[start, stop)`` of the kept channels, ``(kept, n)`` float64 mV.
+
+    Only for files whose kept channels share one rate (:attr:`EdfInfo.uniform`).
+    """
+    out = np.empty((len(info.kept), stop - start), dtype=np.float64)
+    for k, ch in enumerate(info.lib_index):
+        out[k] = reader.readSignal(ch, start, stop - start)
+        out[k] *= info.mv_scale[k]
+    return out
+
+
 def read_edf(path: str, options: ReadOptions) -> Ecg:
     """Read an EDF/EDF+/BDF file: the ECG channels in mV, ``(leads, samples)`` float32.
 

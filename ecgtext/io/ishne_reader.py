@@ -155,7 +155,9 @@ def read_ishne_range(path: str, h: IshneHeader, start: int, stop: int) -> np.nda
                     shape=(stop - start, h.n_leads))
     try:
         # the one place this format's (samples, leads) interleaving becomes (leads, samples)
-        return raw[:, keep].T.astype(np.float64) * scale
+        x = (raw if len(keep) == h.n_leads else raw[:, keep]).T.astype(np.float64)
+        x *= scale
+        return x
     finally:
         del raw
 

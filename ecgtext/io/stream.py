@@ -69,7 +69,9 @@ class LazyRecord:
         x = self._read(start, max(start, stop))
         if self._derive:
             x, _, _ = derive_limb_leads(x, self._stored)
-        return np.asarray(x[self._keep], dtype=np.float32)
+        if self._keep != list(range(x.shape[0])):
+            x = x[self._keep]
+        return x.astype(np.float32)
 
     @property
     def duration_s(self) -> float:
@@ -347,7 +349,9 @@ class WindowStream:
             c0 = covered
             r0 = max(0, min(s0, c0) - margin)
             r1 = min(n_in, max(s1, c1) + margin)
-            x = rec.read(r0, r1)[rows_in]
+            x = rec.read(r0, r1)
+            if rows_in != list(range(x.shape[0])):
+                x = x[rows_in]
             finite = np.isfinite(x)
             core = slice(c0 - r0, c1 - r0)
             if not finite.all():
