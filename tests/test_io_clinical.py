@@ -398,3 +398,42 @@ def test_cli_embed_mixed_folder(tmp_path):
         assert any(name in line for line in r.stderr.splitlines() if "base64" in line or "XML root" in line
                    or "truncated" in line)  # one line per broken file on stderr, naming it
     assert f"{good} embedded, 3 failed" in r.stderr
+
+
+# ---- content detection ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("head, expected", [
+    ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<!DOCTYPE RestingECG SYSTEM "restecg.dtd">\n<RestingECG>',
+     ("", "RestingECG")),
+    ('<!-- comment -->\n<!-- another -->\n<AnnotatedECG xmlns="urn:hl7-org:v3" xmlns:voc="urn:hl7-org:v3/voc">',
+     ("urn:hl7-org:v3", "AnnotatedECG")),
+    ('<?xml version="1.0"?><hl7:AnnotatedECG xmlns:hl7="urn:hl7-org:v3">', ("urn:hl7-org:v3", "AnnotatedECG")),
+    ('<?xml version="1.0"?><!DOCTYPE x [<!ELEMENT x ANY>]>\n<restingecgdata xmlns="http://www3.medical.philips.com"'
+     ' status="x">', ("http://www3.medical.philips.com", "restingecgdata")),
+])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"])
+def test_xml_root_from_first_bytes(head, expected, encoding):
+    from ecgtext.io.detect import xml_root
+
+    assert xml_root(head.encode(encoding)) == expected
+
+
+def test_detection_by_content_not_name(tmp_path):
+    counts = ptbxl_counts("00001_hr")
+    cases = {
+        "scan_0001": write_dicom(tmp_path / "scan_0001", counts, 500.0),  # PACS exports often lack a suffix
+        "ecg.dat.xml": write_aecg(tmp_path / "ecg.dat.xml", counts, 500.0),
+    }
+    assert detect_format(str(cases["scan_0001"])) == "dicom"
+    assert detect_format(str(cases["ecg.dat.xml"])) == "aecg"
+    no_ns = tmp_path / "plain.xml"
+    no_ns.write_text("<AnnotatedECG><component/></AnnotatedECG>")  # aECG needs its HL7 namespace
+    with pytest.raises(FormatError, match="is not an ECG format") as err:
+        detect_format(str(no_ns))
+    one_line_naming(err.value, no_ns)
+    ann = tmp_path / "rec.ann"
+    ann.write_bytes(b"ANN  1.0" + b"\0" * 600)
+    with pytest.raises(FormatError, match="annotation file"):
+        read_ecg(ann)
+    forced = read_ecg(cases["ecg.dat.xml"], ReadOptions(format="aecg", fs=250, units="V"))
+    assert forced.fs == 500.0 and forced.meta["options_ignored"] == ["fs", "units"]
