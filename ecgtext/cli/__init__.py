@@ -49,6 +49,14 @@ def _root(
     from .logs import setup_logging
 
     setup_logging(quiet=quiet, verbose=0 if quiet else verbose)
+    if quiet or not sys.stderr.isatty():  # download progress bars: for a person at a terminal only
+        import os
+
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "huggingface_hub" in sys.modules:  # already imported: its switch was read at import
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
 
 
 def _register() -> None:

@@ -14,14 +14,13 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ecgtext.config import ModelDirConfig, load_preset
 from ecgtext.errors import ConfigError, HubError
-from ecgtext.fsutil import file_sha256
+from ecgtext.fsutil import atomic_dir, file_sha256
 from ecgtext.hub.cache import _cached, _complete, _model_root, _source_of, _write_refs
 from ecgtext.hub.convert import read_verified_checkpoint, save_safetensors
 from ecgtext.hub.registry import DEFAULT_MODEL, DEFAULT_PRESET, DEFAULT_TOKENIZER_REPO
@@ -196,30 +195,12 @@ def _result(d: Path, spec: ModelSpec, cached: bool) -> DownloadResult:
 def _assemble(target: Path, write: Callable[[Path], None], replace: bool = False) -> None:
     """Run ``write(tmp)`` in a temp dir next to ``target``, then move it into place atomically.
 
-    On any failure the temp dir is removed and ``target`` is untouched. If another
-    process assembled the same ``target`` meanwhile, its result is kept.
+    On any failure the temp dir is removed and ``target`` is untouched (with ``replace``,
+    the previous copy is kept until the new one is in place: :func:`ecgtext.fsutil.atomic_dir`).
+    If another process assembled the same ``target`` meanwhile, its result is kept.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old: Path | None = None
-    try:
+    with atomic_dir(target, replace=replace, accept_existing=_complete) as tmp:
         write(tmp)
-        if target.exists() and replace:
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not _complete(target):  # not a concurrent twin: a real failure
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not target.exists():
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -228,7 +209,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(real, dst)
     except OSError:
-        shutil.copy2(real, dst)
+        shutil.copyfile(real, dst)  # the umask's mode
 
 
 def _prepare(spec: ModelSpec, commit: str, files: list[str]) -> Callable[[Path], None]:

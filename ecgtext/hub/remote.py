@@ -8,7 +8,6 @@ cache); other Hub answers become one-line :class:`~ecgtext.errors.HubError` erro
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -142,35 +141,17 @@ def _list_files(repo: str, revision: str) -> tuple[str, list[str], str | None]:
 
 
 def _fetch(repo: str, filename: str, commit: str) -> Path:
-    """One file at a pinned commit through huggingface_hub's cache (resumable, with a progress bar on a TTY)."""
-    import inspect
-
+    """One file at a pinned commit through huggingface_hub's cache (resumable). Its progress
+    bar is huggingface_hub's, switched by its own setting (``HF_HUB_DISABLE_PROGRESS_BARS``),
+    which the CLI turns off in pipes and with ``-q``: the library does not look at the terminal."""
     from huggingface_hub import hf_hub_download
 
     what = f"{repo}@{commit[:12]}: {filename}"
-    extra = {}
-    if "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # older huggingface_hub lacks it
-        extra["tqdm_class"] = _progress_bar()
     try:
         return Path(_call(lambda: hf_hub_download(repo, filename, revision=commit, cache_dir=_hf_cache_dir(),
                                                   endpoint=_endpoint(), library_name="ecgtext",
-                                                  library_version=_version(), **extra),
+                                                  library_version=_version()),
                           repo, what))
     except _Unreachable as exc:
         raise HubError(f"{what}: lost the connection to the Hub ({exc}); run the command again "
                        "(finished files are kept)") from None
-
-
-def _progress_bar():
-    """huggingface_hub's tqdm, silenced when stderr is not a terminal (logs and pipes stay clean)."""
-    from huggingface_hub.utils import tqdm as hf_tqdm
-
-    quiet = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
-
-    class _Bar(hf_tqdm):
-        def __init__(self, *args, **kwargs):
-            if quiet:
-                kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-    return _Bar
