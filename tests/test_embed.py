@@ -32,7 +32,7 @@ def test_writes_one_row_per_record_with_schema_and_provenance(model, tmp_path):
     s = run_embed(RECORDS, model, out, flush_every=4)
     assert (s.written, s.failed, s.skipped, s.errors_path) == (6, 0, 0, None)
     t = pq.read_table(out)
-    assert t.column_names == ["path", "window", "start_s", "n_windows", "fs", "duration_s", "missing_leads",
+    assert t.column_names == ["path", "path_bytes", "window", "start_s", "n_windows", "fs", "duration_s", "missing_leads",
                               "model", "embedding"]
     assert str(t.schema.field("embedding").type) == "fixed_size_list<element: float>[64]"
     assert t.column("path").to_pylist() == RECORDS

@@ -183,7 +183,13 @@ class ZeroShotResult:
         return sorted(self.scores.items(), key=lambda kv: -kv[1])[:k]
 
     def to_dict(self, top_k: int = 3) -> dict:
-        d: dict = {"path": self.path}
+        """JSON-ready result. ``path`` is valid UTF-8 on one line (``display_path``); a name
+        that needed escaping also gets ``path_bytes_hex``, its exact bytes."""
+        from ecgtext.errors import display_path
+
+        d: dict = {"path": display_path(self.path)}
+        if d["path"] != self.path:
+            d["path_bytes_hex"] = os.fsencode(self.path).hex()
         if self.window is not None:
             d["window"] = self.window
             d["start_s"] = round(float(self.start_s or 0.0), 6)
