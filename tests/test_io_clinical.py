@@ -35,6 +35,8 @@ from ecgtext.io.derived import derive_limb_leads
 from ecgtext.io.paths import detect_format
 
 CLINICAL = SHARED_DATA / "clinical"
+VENDORED = Path(__file__).resolve().parent / "data" / "clinical"  # MIT files copied from CLINICAL
+MUSE, PHILIPS = VENDORED / "muse" / "synthetic_muse.xml", VENDORED / "philips" / "129DYPRG.XML"
 FILES = [
     "muse/guangxi_teaching_sinus_rhythm.xml", "muse/synthetic_muse.xml",
     "philips/129DYPRG.XML", "philips/3191723_ZZDEMOPTONLY_1-04_orig.xml", "philips/ad4d3d80-d165_1-04_orig.xml",
@@ -128,11 +130,10 @@ def test_philips_calibration_pulse_excluded(rel):
     assert np.abs(ecg.signal[ecg.leads.index("III")] - (ecg.signal[1] - ecg.signal[0])).max() < 0.02
 
 
-@pytest.mark.shared
 def test_muse_median_beats_never_taken(tmp_path):
-    src = (clinical() / "muse/synthetic_muse.xml").read_text(encoding="latin-1")
+    src = MUSE.read_text(encoding="latin-1")
     assert src.index("<WaveformType>Median") < src.index("<WaveformType>Rhythm")  # Median comes first
-    ecg = read_ecg(clinical() / "muse/synthetic_muse.xml")
+    ecg = read_ecg(MUSE)
     assert ecg.signal.shape == (12, 5000)  # not the 600-sample median group
     only_median = tmp_path / "median_only.xml"
     start = src.index("<Waveform>", src.index("<WaveformType>Median") - 200)
@@ -198,6 +199,28 @@ def test_mixed_vendor_folder_detected_by_content(tmp_path):
             failed.append(one_line_naming(err, p))
     assert good == len(FILES)
     assert len(failed) == 1 and "XML root <note> is not an ECG format" in failed[0]
+
+
+def test_vendored_muse_and_philips():
+    """The two MIT reference files bundled in tests/data: values from expected.json (1 LSB)."""
+    muse, philips = read_ecg(MUSE), read_ecg(PHILIPS)
+    assert muse.signal.shape == philips.signal.shape == (12, 5000) and muse.fs == philips.fs == 500.0
+    assert muse.meta["derived_leads"] == ["III", "aVR", "aVL", "aVF"] and philips.meta["derived_leads"] == []
+    assert philips.meta["calibration_excluded_samples"] == 500
+    for ecg, lsb, first3 in ((muse, 0.00488, {"I": [0.0586, 0.0537, 0.0488], "II": [0.0878, 0.083, 0.0781],
+                                              "aVF": [0.0586, 0.0561, 0.0537], "V6": [0.0439, 0.039, 0.039]}),
+                             (philips, 0.005, {"I": [0.24, 0.22, 0.2], "II": [0.585, 0.575, 0.555],
+                                               "aVF": [0.465, 0.46, 0.455], "V6": [0.14, 0.125, 0.125]})):
+        for lead, want in first3.items():
+            np.testing.assert_allclose(ecg.signal[ecg.leads.index(lead), :3], want, atol=lsb, rtol=0)
+    assert muse.signal[muse.leads.index("aVF")].max() == pytest.approx(0.8516, abs=0.00488)
+    assert philips.signal[philips.leads.index("V6")].max() == pytest.approx(0.8, abs=0.005)
+
+
+@pytest.mark.shared
+def test_vendored_files_are_the_shared_ones():
+    for rel in ("muse/synthetic_muse.xml", "philips/129DYPRG.XML"):
+        assert (VENDORED / rel).read_bytes() == (clinical() / rel).read_bytes()
 
 
 # ---- round trips with real PTB-XL records ------------------------------------------------------------
@@ -308,9 +331,8 @@ def test_broken_files_one_line(tmp_path, no_network, case):
     assert words in msg and "TOP-SECRET" not in msg
 
 
-@pytest.mark.shared
 def test_broken_clinical_files_one_line(tmp_path, no_network):
-    muse = (clinical() / "muse/synthetic_muse.xml").read_text(encoding="latin-1")
+    muse = MUSE.read_text(encoding="latin-1")
     rhythm_at = muse.index("<WaveformType>Rhythm")
     bad_b64 = tmp_path / "bad_base64.xml"
     bad_b64.write_text(muse[:rhythm_at] + replace_in_first(muse[rhythm_at:], "WaveFormData",
@@ -318,7 +340,7 @@ def test_broken_clinical_files_one_line(tmp_path, no_network):
     short = tmp_path / "short_lead.xml"
     short.write_text(muse[:rhythm_at] + replace_in_first(muse[rhythm_at:], "WaveFormData",
                                                          lambda t: "".join(t.split())[:-400]), encoding="latin-1")
-    philips = (clinical() / "philips/129DYPRG.XML").read_text(encoding="utf-8")
+    philips = PHILIPS.read_text(encoding="utf-8")
     xli = tmp_path / "damaged_xli.xml"
     xli.write_text(damage_xli(philips), encoding="utf-8")
     cases = [(bad_b64, "not valid base64"), (short, "LeadSampleCountTotal"), (xli, "damaged")]
@@ -327,8 +349,8 @@ def test_broken_clinical_files_one_line(tmp_path, no_network):
             read_ecg(path)
         assert words in one_line_naming(err.value, path)
     # the good files beside them still read
-    for rel in ("muse/synthetic_muse.xml", "philips/129DYPRG.XML"):
-        shutil.copy(clinical() / rel, tmp_path / os.path.basename(rel))
+    for good in (MUSE, PHILIPS):
+        shutil.copy(good, tmp_path / good.name)
     ok = [p for p in expand_paths([str(tmp_path)]) if _reads(p)]
     assert sorted(os.path.basename(p) for p in ok) == ["129DYPRG.XML", "synthetic_muse.xml"]
 
