@@ -250,25 +250,77 @@ def _lookup(table: list[_Code], width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _huffman_decode(stream: bytes, n: int, tables: list[list[_Code]], path: str, lead: str) -> np.ndarray:
-    """Decode ``n`` values of one lead's bit stream (first bit = most significant bit of byte 0)."""
+    """Decode ``n`` values of one lead's bit stream (first bit = most significant bit of byte 0).
+
+    With one table and no table switches (the default table and most carts), every
+    bit position's code length and value are computed at once with numpy; only the
+    walk from one code to the next is a loop. Table switches take the general loop.
+    """
     width = max(c.bits for t in tables for c in t)
     if width > 16:
         raise FormatError(path, f"SCP-ECG Huffman code of {width} bits is longer than the standard allows")
     extra = max(c.extra for t in tables for c in t)
     peek = width + extra
-    bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8))
-    total = bits.size
-    padded = np.concatenate([bits, np.zeros(peek, np.uint8)]).astype(np.int64)
-    # value of the next `peek` bits at every bit position, so the loop below does no bit twiddling
-    window = np.lib.stride_tricks.sliding_window_view(padded, peek)[:total]
-    values = (window @ (1 << np.arange(peek - 1, -1, -1, dtype=np.int64))).tolist()
-    lookups = [_lookup(t, width) for t in tables]
+    values, total = _peek_values(stream, peek)
+    if len(tables) == 1 and all(c.switch_to is None for c in tables[0]):
+        return _decode_one_table(values, total, n, tables[0], width, peek, path, lead)
+    return _decode_switching(values.tolist(), total, n, tables, width, peek, path, lead)
+
+
+def _peek_values(stream: bytes, peek: int) -> tuple[np.ndarray, int]:
+    """The value of the ``peek`` bits starting at every bit position (zeros past the end), int64."""
+    data = np.frombuffer(stream, dtype=np.uint8).astype(np.int64)
+    total = data.size * 8
+    nbytes = (peek + 7 + 7) // 8  # bytes covering `peek` bits from any bit offset in a byte
+    padded = np.concatenate([data, np.zeros(nbytes, np.int64)])
+    word = np.zeros(data.size, dtype=np.int64)
+    for b in range(nbytes):  # big-endian word of `nbytes` bytes at every byte offset
+        word = (word << 8) | padded[b: b + data.size]
+    pos = np.arange(total, dtype=np.int64)
+    values = (word[pos >> 3] >> (8 * nbytes - peek - (pos & 7))) & ((1 << peek) - 1)
+    return values, total
+
+
+def _decode_one_table(values: np.ndarray, total: int, n: int, table: list[_Code], width: int, peek: int,
+                      path: str, lead: str) -> np.ndarray:
+    idx, _ = _lookup(table, width)
+    ci = idx[values >> (peek - width)]  # the code starting at each bit position (-1: none)
+    bits = np.array([c.bits for c in table] + [0])[ci]
+    ext = np.array([c.extra for c in table] + [0])[ci]
+    base = np.array([c.value if c.value is not None else 0 for c in table] + [0])[ci]
+    # escaped values: the `ext` bits after the prefix, two's complement
+    safe_ext = np.maximum(ext, 1)
+    raw = (values >> (peek - bits - safe_ext)) & ((1 << safe_ext) - 1)
+    escaped = np.where(raw >> (safe_ext - 1) == 1, raw - (1 << safe_ext), raw)
+    value = np.where(ext > 0, escaped, base)
+    # the codes start at 0, next[0], next[next[0]], ...: found by pointer doubling (jump[j]
+    # = 2**j codes ahead), so no Python loop runs per sample
+    nxt = np.minimum(np.arange(total, dtype=np.int64) + np.maximum(bits + ext, 1), total)
+    nxt = np.append(nxt, total)  # position `total` (end of stream) stays there
+    k = np.arange(n, dtype=np.int64)
+    starts = np.zeros(n, dtype=np.int64)
+    jump = nxt
+    for j in range(max(1, int(n).bit_length())):
+        sel = (k >> j) & 1 == 1
+        starts[sel] = jump[starts[sel]]
+        jump = jump[jump]
+    if starts[-1] >= total:
+        done = int(np.searchsorted(starts, total))
+        raise SignalError(path, f"SCP-ECG lead {lead} ends after {done} of {n} samples")
+    bad = np.flatnonzero(ci[starts] < 0)
+    if bad.size:
+        raise FormatError(path, f"SCP-ECG lead {lead}: invalid Huffman code at bit {int(starts[bad[0]])}")
+    if starts[-1] + bits[starts[-1]] + ext[starts[-1]] > total:
+        raise SignalError(path, f"SCP-ECG lead {lead} ends inside its last code")
+    return value[starts].astype(np.int64)
+
+
+def _decode_switching(values: list[int], total: int, n: int, tables: list[list[_Code]], width: int, peek: int,
+                      path: str, lead: str) -> np.ndarray:
+    lookups = [_lookup(t, width)[0].tolist() for t in tables]
     out = np.empty(n, dtype=np.int64)
     shift, mask = peek - width, (1 << peek) - 1
-    t = 0
-    idx, _ = lookups[0]
-    idx = idx.tolist()
-    codes = tables[0]
+    codes, idx = tables[0], lookups[0]
     pos = k = 0
     while k < n:
         if pos >= total:
@@ -280,10 +332,10 @@ def _huffman_decode(stream: bytes, n: int, tables: list[list[_Code]], path: str,
         c = codes[ci]
         pos += c.bits
         if c.switch_to is not None:
-            t = c.switch_to
-            if not 0 <= t < len(tables):
-                raise FormatError(path, f"SCP-ECG lead {lead}: Huffman code switches to missing table {t + 1}")
-            codes, idx = tables[t], lookups[t][0].tolist()
+            if not 0 <= c.switch_to < len(tables):
+                raise FormatError(path, f"SCP-ECG lead {lead}: Huffman code switches to missing table "
+                                        f"{c.switch_to + 1}")
+            codes, idx = tables[c.switch_to], lookups[c.switch_to]
             continue
         if c.value is not None:
             out[k] = c.value
@@ -348,10 +400,18 @@ def _decode_block(body: bytes, n_leads: int, counts: list[int], tables, path: st
 
 
 def _undo_second_diff(d: np.ndarray) -> np.ndarray:
-    """x[0], x[1] stored; then d[n] = x[n] - 2 x[n-1] + x[n-2]."""
-    x = d.copy()
-    for n in range(2, x.size):  # integer recursion; exact (a float filter could round)
-        x[n] = d[n] + 2 * x[n - 1] - x[n - 2]
+    """x[0], x[1] stored; then d[n] = x[n] - 2 x[n-1] + x[n-2]. Exact in int64:
+    first differences e[n] = x[n] - x[n-1] are e[1] + d[2] + ... + d[n]."""
+    if d.size < 3:
+        return d.copy()
+    e = np.empty(d.size - 1, dtype=np.int64)
+    e[0] = d[1] - d[0]
+    e[1:] = d[2:]
+    np.cumsum(e, out=e)
+    x = np.empty_like(d, dtype=np.int64)
+    x[0] = d[0]
+    np.cumsum(e, out=x[1:])
+    x[1:] += d[0]
     return x
 
 
