@@ -92,11 +92,14 @@ def main() -> None:
         print(f"{CLINICAL} not present: MUSE and Philips skipped")
     tmp = Path(tempfile.mkdtemp(prefix="bench_clinical_"))
     sets.update(generated(tmp))
+    # reference in the same run: the WFDB fast path, so figures from a loaded machine compare
+    sets["wfdb (PTB-XL, reference)"] = sorted(glob.glob(str(REPO / "tests" / "data" / "ptbxl" / "*_hr.hea")))
 
     print(cpu_line())
     print(f"one process, one thread; CPU time; target {TARGET:.0f} records/s/core")
-    print(f"{'format':24s} {'files':>5s} {'read rec/s/core':>16s} {'+prepare rec/s/core':>20s} "
+    print(f"{'format':26s} {'files':>5s} {'read rec/s/core':>16s} {'+prepare rec/s/core':>20s} "
           f"{'ms/record':>10s} {'vs target':>9s}")
+    rates = {}
     for name, paths in sets.items():
         if not paths:
             continue
@@ -104,8 +107,14 @@ def main() -> None:
             prepare(read_ecg(p), pre)
         t_read, _ = measure(paths, read_ecg, args.seconds)
         t_full, n = measure(paths, lambda p: prepare(read_ecg(p), pre), args.seconds)
-        print(f"{name:24s} {len(paths):5d} {1 / t_read:16.1f} {1 / t_full:20.1f} {1e3 * t_full:10.2f} "
+        rates[name] = 1 / t_full
+        print(f"{name:26s} {len(paths):5d} {1 / t_read:16.1f} {1 / t_full:20.1f} {1e3 * t_full:10.2f} "
               f"{(1 / t_full) / TARGET:8.2f}x")
+    ref = rates.get("wfdb (PTB-XL, reference)")
+    if ref:
+        print("read + prepare relative to WFDB in this run: " + ", ".join(
+            f"{k.split(' (')[0] if 'written' not in k else k} {v / ref:.3f}" for k, v in rates.items()
+            if not k.startswith("wfdb")))
     if sets.get("philips (XLI)"):
         import sierraecg
 
