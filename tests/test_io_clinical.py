@@ -459,3 +459,14 @@ def test_detection_by_content_not_name(tmp_path):
         read_ecg(ann)
     forced = read_ecg(cases["ecg.dat.xml"], ReadOptions(format="aecg", fs=250, units="V"))
     assert forced.fs == 500.0 and forced.meta["options_ignored"] == ["fs", "units"]
+
+
+def test_xml_size_is_bounded(tmp_path):
+    from ecgtext.io.xml_safe import parse_xml
+
+    big = tmp_path / "big.xml"
+    big.write_bytes(b"<RestingECG>" + b" " * 4096 + b"</RestingECG>")
+    assert parse_xml(str(big)).tag == "RestingECG"
+    with pytest.raises(FormatError, match="larger than") as err:
+        parse_xml(str(big), max_bytes=1024)
+    one_line_naming(err.value, big)

@@ -36,8 +36,8 @@ def parse_xml(path: str, max_bytes: int = MAX_XML_BYTES) -> Element:
     """
     size = os.path.getsize(path)
     if size > max_bytes:
-        raise FormatError(path, f"XML file of {size / 2**20:.0f} MiB is larger than the "
-                                f"{max_bytes / 2**20:.0f} MiB accepted for one ECG")
+        raise FormatError(path, f"XML file of {size / 2**20:.1f} MiB is larger than the "
+                                f"{max_bytes / 2**20:.1f} MiB accepted for one ECG")
     with open(path, "rb") as fh:
         data = fh.read()
     try:
