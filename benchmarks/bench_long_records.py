@@ -102,7 +102,8 @@ import json, resource, sys, time
 mode, path = sys.argv[1], sys.argv[2]
 from ecgtext.config import PreprocessConfig
 from ecgtext.io import read_ecg
-from ecgtext.io.stream import WindowStream, open_lazy
+from ecgtext.inference.streaming import WindowStream
+from ecgtext.io.stream import open_lazy
 from ecgtext.preprocess import prepare
 import scipy.signal  # noqa: F401 - loaded before the baseline in every mode
 pre = PreprocessConfig()
@@ -142,7 +143,7 @@ def memory(tmp: Path, hours: float, embed: bool) -> None:
     print(f"\n== peak memory, {hours:g} h x 12 leads x 500 Hz (added resident memory above the "
           "process's baseline) ==")
     for fmt in ("ishne", "edf"):
-        def make(h: float) -> Path:
+        def make(h: float, fmt: str = fmt) -> Path:
             p = tmp / f"{fmt}_{h:g}h.{'ecg' if fmt == 'ishne' else 'edf'}"
             if fmt == "ishne":
                 return write_long_ishne(p, counts, STANDARD, 500, hours=h)
@@ -182,8 +183,8 @@ def measure(paths: list[str], fn, seconds: float) -> float:
 
 def speed(tmp: Path, seconds: float) -> None:
     import wfdb
-
     from clinical_writers import write_edf, write_ishne, write_scp
+
     from ecgtext.config import load_preset
     from ecgtext.io import read_ecg
     from ecgtext.preprocess import prepare

@@ -9,9 +9,9 @@ import struct
 
 import numpy as np
 import pytest
-
 from clinical_writers import crc, resign_scp, write_edf, write_ishne, write_scp
 from conftest import SHARED_DATA, TESTDATA, TINY_DIR
+
 from ecgtext.errors import EcgTextError, FormatError, LeadError
 from ecgtext.io import ReadOptions, read_ecg
 

@@ -10,14 +10,15 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from clinical_writers import write_edf, write_ishne, write_long_ishne
 from conftest import REPO, TESTDATA, TINY_DIR
+
 from ecgtext.config import PreprocessConfig
 from ecgtext.errors import SignalError
+from ecgtext.inference.streaming import WindowStream, iter_windows
 from ecgtext.io import ReadOptions, read_ecg
 from ecgtext.io import stream as stream_mod
-from ecgtext.io.stream import WindowStream, iter_windows, open_lazy
+from ecgtext.io.stream import open_lazy
 from ecgtext.preprocess import prepare
 
 STANDARD = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -143,7 +144,8 @@ _MEASURE = textwrap.dedent("""
     import json, resource, sys
     import numpy as np
     from ecgtext.config import PreprocessConfig
-    from ecgtext.io.stream import WindowStream, open_lazy
+    from ecgtext.inference.streaming import WindowStream
+    from ecgtext.io.stream import open_lazy
     mode, path = sys.argv[1], sys.argv[2]
     if mode == "embed":
         from ecgtext.inference.engine import embed_paths, load_ecg_model

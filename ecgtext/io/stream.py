@@ -1,40 +1,29 @@
-"""Long recordings in bounded memory: open lazily, read sample ranges, prepare windows in chunks.
+"""Long recordings opened lazily: read any sample range without loading the rest.
 
 A 24-hour 12-lead Holter at 500 Hz is 43 million samples per lead; reading it
 whole (``read_ecg``) and windowing it (``prepare``) holds several copies of it
 (~9 GB). Here a recording is opened without reading its samples
 (:func:`open_lazy`: ``.npy`` via ``np.load(mmap_mode="r")``, WFDB format 16 and
 ISHNE via :class:`numpy.memmap`, other WFDB formats via ``wfdb.rdrecord``'s
-``sampfrom``/``sampto``, EDF via pyEDFlib's ``readSignal(start, n)``) and
-:class:`WindowStream` produces the model windows a chunk at a time, so peak
-memory depends on the chunk (``chunk_windows``), not on the recording.
-
-The windows are those :func:`ecgtext.preprocess.prepare` makes from the whole
-record, by the same functions: leads picked by name (``model_leads``), NaN runs
-repaired (``_repair``; each chunk is read with a margin longer than the longest
-interpolated gap, so a run is treated as it would be in the whole record),
-resampled (``resample``; each chunk starts at a multiple of the rate ratio's
-denominator and carries the filter's length as margin, so the polyphase filter
-sees the same neighbourhood), and cut at :func:`~ecgtext.preprocess.window_starts`.
-The flat-lead and NaN reports are accumulated over the chunks and final once
-the stream is exhausted.
+``sampfrom``/``sampto``, EDF via pyEDFlib's ``readSignal(start, n)``), and
+:meth:`LazyRecord.read` returns the rows and values ``read_ecg`` would give for
+a sample range. :class:`ecgtext.inference.streaming.WindowStream` turns that
+into model windows a chunk at a time (windowing lives above this layer, beside
+``prepare``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
-from ..config import PreprocessConfig
-from ..errors import SignalError
 from .derived import derive_limb_leads
 from .leads import resolve_leads
 from .record import ReadOptions, make_ecg, mv_per_unit, orient, unit_scale
-from .resample import rate_ratio, resample, resampled_length
 
 log = logging.getLogger(__name__)
 
@@ -266,143 +255,3 @@ def should_stream(path: str, min_bytes: int | None = None) -> bool:
 
     ``min_bytes`` defaults to :data:`STREAM_MIN_BYTES` (read at call time)."""
     return record_bytes(path) >= (STREAM_MIN_BYTES if min_bytes is None else min_bytes)
-
-
-# --------------------------------------------------------------------------- windows
-@dataclass
-class WindowStream:
-    """Model windows of a :class:`LazyRecord`, produced ``chunk_windows`` at a time.
-
-    Iterating yields ``(first, windows)``: the index of the chunk's first window
-    and ``(k, n_model_leads, window)`` float32 mV in the model's lead order --
-    together exactly ``prepare(read_ecg(path), pre, stride).windows``.
-    ``starts`` (W,) int64 are known up front; ``flat_leads``, ``nan_fraction``
-    and ``missing_leads`` (absent or all-NaN) are final once the iteration ends.
-    """
-
-    record: LazyRecord
-    pre: PreprocessConfig
-    stride: int | None = None
-    min_coverage: float = 0.5
-    chunk_windows: int = CHUNK_WINDOWS
-    starts: np.ndarray = field(init=False)
-    present: list[str] = field(init=False)
-    missing_leads: list[str] = field(init=False)
-    flat_leads: list[str] = field(init=False, default_factory=list)
-    nan_fraction: float = field(init=False, default=0.0)
-
-    def __post_init__(self):
-        from ..preprocess import model_leads, window_starts
-
-        rec, pre = self.record, self.pre
-        self.present, self._position = model_leads(rec.leads, pre, rec.path)
-        n_out = resampled_length(rec.n_samples, rec.fs, pre.sample_rate)
-        if n_out < self.min_coverage * pre.window:
-            raise SignalError(rec.path, f"record is {rec.n_samples / rec.fs:.2f} s, shorter than "
-                                        f"{self.min_coverage:.0%} of the model's {pre.window_seconds:g} s window")
-        self._n_out = n_out
-        self.starts = window_starts(n_out, pre.window, self.stride)
-        self.missing_leads = [lead for lead in pre.leads if lead not in self._position]
-        if self.chunk_windows < 1:
-            raise ValueError(f"chunk_windows must be at least 1, got {self.chunk_windows}")
-
-    @property
-    def n_windows(self) -> int:
-        return len(self.starts)
-
-    @property
-    def source_fs(self) -> float:
-        return self.record.fs
-
-    @property
-    def duration_s(self) -> float:
-        return self.record.duration_s
-
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        from ..preprocess import FLAT_PTP_MV, MAX_INTERP_GAP_S, _repair
-
-        rec, pre = self.record, self.pre
-        fs, n_in, n_out, w = rec.fs, rec.n_samples, self._n_out, pre.window
-        up, down = rate_ratio(fs, pre.sample_rate)
-        half = 10 * max(up, down) if up != down else 0  # scipy's resample_poly filter half-length
-        max_gap = max(1, int(round(MAX_INTERP_GAP_S * fs)))
-        margin = max_gap + 1
-        rows_in = [self._position[lead] for lead in self.present]
-        rows_out = [pre.leads.index(lead) for lead in self.present]
-        n_p = len(self.present)
-        lo = np.full(n_p, np.inf, dtype=np.float32)
-        hi = np.full(n_p, -np.inf, dtype=np.float32)
-        alive = np.zeros(n_p, dtype=bool)
-        bad = 0
-        covered = 0  # input samples [0, covered) are in the reports
-        W = len(self.starts)
-        for a in range(0, W, self.chunk_windows):
-            b = min(W, a + self.chunk_windows)
-            o0, o1 = int(self.starts[a]), min(int(self.starts[b - 1]) + w, n_out)
-            if up == down:
-                s0, s1 = o0, o1
-                c1 = n_in if b == W else o1
-            else:
-                s0 = max(0, ((o0 * down - half) // up - 2) // down * down)  # a multiple of `down`
-                s1 = min(n_in, -(-(o1 * down + half) // up) + 2)
-                c1 = n_in if b == W else min(n_in, o1 * down // up)
-            c0 = covered
-            r0 = max(0, min(s0, c0) - margin)
-            r1 = min(n_in, max(s1, c1) + margin)
-            x = rec.read(r0, r1)
-            if rows_in != list(range(x.shape[0])):
-                x = x[rows_in]
-            finite = np.isfinite(x)
-            core = slice(c0 - r0, c1 - r0)
-            if not finite.all():
-                bad += int((~finite[:, core]).sum())
-                for j in range(n_p):
-                    if not finite[j].any():
-                        x[j] = 0.0
-                    elif not finite[j].all():
-                        x[j] = _repair(x[j], max_gap)
-            if c1 > c0:
-                alive |= finite[:, core].any(axis=1)
-                lo = np.minimum(lo, x[:, core].min(axis=1))
-                hi = np.maximum(hi, x[:, core].max(axis=1))
-            covered = max(covered, c1)
-            y = resample(x[:, s0 - r0: s1 - r0], fs, pre.sample_rate)
-            off = s0 * up // down
-            windows = np.zeros((b - a, len(pre.leads), w), dtype=np.float32)
-            for k, s in enumerate(self.starts[a:b]):
-                seg = y[:, s - off: s - off + w]
-                windows[k, rows_out, :seg.shape[1]] = seg
-            del x, y
-            yield a, windows
-        dead = [lead for j, lead in enumerate(self.present) if not alive[j]]
-        if len(dead) == n_p:
-            raise SignalError(rec.path, "no finite values: every lead the model uses is all NaN/inf")
-        self.nan_fraction = bad / float(n_p * n_in)
-        self.flat_leads = [lead for j, lead in enumerate(self.present)
-                           if alive[j] and hi[j] - lo[j] < FLAT_PTP_MV]
-        self.missing_leads = [lead for lead in pre.leads if lead not in self._position or lead in dead]
-
-
-def iter_windows(path: str, pre: PreprocessConfig, options: ReadOptions | None = None, *,
-                 stride: int | None = None, min_coverage: float = 0.5,
-                 chunk_windows: int = CHUNK_WINDOWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(starts, windows)`` chunks of a recording, streamed when its format allows.
-
-    ``windows`` is ``(k, n_model_leads, window)`` float32 mV and ``starts`` ``(k,)``
-    int64 window starts at the model rate; together the chunks equal
-    ``prepare(read_ecg(path, options), pre, stride)``. A format that cannot be read
-    by range is read whole and cut into the same chunks.
-    """
-    rec = open_lazy(path, options)
-    if rec is None:
-        from ..preprocess import prepare
-        from . import read_ecg
-
-        p = prepare(read_ecg(path, options), pre, stride=stride, min_coverage=min_coverage)
-        for a in range(0, len(p.starts), chunk_windows):
-            yield p.starts[a: a + chunk_windows], p.windows[a: a + chunk_windows]
-        return
-    with rec:
-        stream = WindowStream(rec, pre, stride=stride, min_coverage=min_coverage, chunk_windows=chunk_windows)
-        for a, windows in stream:
-            yield stream.starts[a: a + len(windows)], windows
