@@ -126,5 +126,38 @@ def command(
     cfg = load_train_config(config, overrides)  # max_steps, when set, overrides max_epochs
     if given:
         cfg.read_options = {**cfg.read_options, **given}
-    result = pretrain(cfg)
+    bar = _ProgressBar()
+    try:
+        result = pretrain(cfg, progress=bar.update if bar.enabled else None)
+    finally:
+        bar.stop()
     typer.echo(str(result))
+
+
+class _ProgressBar:
+    """The training progress bar on a terminal's stderr (none in a pipe or with -q)."""
+
+    def __init__(self):
+        import sys
+
+        from .logs import STATE
+
+        self.enabled = sys.stderr.isatty() and not STATE.quiet
+        self._bar = None
+
+    def update(self, step: int, total: int, rec: dict) -> None:
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[info]}"), console=Console(stderr=True), transient=False)
+            self._task = self._bar.add_task("steps", total=total, completed=step, info="")
+            self._bar.start()
+        info = (f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['samples_per_s']:.1f} samples/s"
+                if "loss" in rec else "")
+        self._bar.update(self._task, completed=step, info=info)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

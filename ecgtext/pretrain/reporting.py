@@ -1,13 +1,16 @@
-"""Progress and metrics of a training run: terminal, JSONL and (optionally) TensorBoard."""
+"""Progress and metrics of a training run: JSONL, (optionally) TensorBoard, the log, and a
+progress callback (the CLI draws a bar with it; the library never looks at the terminal)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+# progress(completed_steps, total_steps, metrics_record): called after each logged step
+ProgressFn = Callable[[int, int, dict], None]
 
 from ecgtext.fsutil import atomic_path
 
@@ -15,13 +18,14 @@ logger = logging.getLogger(__name__)
 
 
 class Reporter:
-    """Rank 0's outputs: metrics.jsonl, TensorBoard (when installed), terminal line."""
+    """Rank 0's outputs: metrics.jsonl, TensorBoard (when installed), log lines, progress."""
 
-    def __init__(self, out: Path, active: bool, total: int, resume_step: int):
+    def __init__(self, out: Path, active: bool, total: int, resume_step: int, progress: ProgressFn | None = None):
         self.active = active
         self.file = out / "metrics.jsonl"
         self.tb = None
-        self.progress = None
+        self.total = total
+        self.progress = progress if active else None
         if not active:
             return
         out.mkdir(parents=True, exist_ok=True)
@@ -40,26 +44,12 @@ class Reporter:
             self.tb = SummaryWriter(str(out / "tensorboard"))
         except Exception:  # tensorboard not installed: JSONL only
             self.tb = None
-        if sys.stderr.isatty():
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.progress = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
-            self.task = self.progress.add_task("steps", total=total, completed=resume_step, info="")
-            self.progress.start()
+        if self.progress is not None:
+            self.progress(resume_step, total, {})
 
     def say(self, msg: str) -> None:
         if self.active:
-            if self.progress is not None:
-                self.progress.console.print(msg, highlight=False)
-            else:
-                logger.info("%s", msg)
+            logger.info("%s", msg)
 
     def record(self, rec: dict[str, Any]) -> None:
         if not self.active:
@@ -71,12 +61,10 @@ class Reporter:
             for k, v in rec.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                     self.tb.add_scalar(f"pretrain/{k}", v, step)
-        if self.progress is not None and "loss" in rec:
-            self.progress.update(self.task, completed=step,
-                                 info=f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['samples_per_s']:.1f} samples/s")
+        if self.progress is not None and step is not None and "loss" in rec:
+            self.progress(int(step), self.total, rec)
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        pass  # the progress callback's owner (the CLI) closes its bar
         if self.tb is not None:
             self.tb.close()

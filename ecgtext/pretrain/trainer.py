@@ -76,6 +76,7 @@ class Trainer:
         self.d = dist_info
         self.out = Path(cfg.out)
         self.ckpt_dir = self.out / "checkpoints"
+        self.progress = None  # progress(step, total, record) callback, see ecgtext.pretrain.pretrain
 
     # ............................................................ set-up
     def _precision(self) -> str:
@@ -261,7 +262,7 @@ class Trainer:
         cfg, d = self.cfg, self.d
         self.setup()
         stop_at = min(self.total, cfg.stop_at_step) if cfg.stop_at_step else self.total
-        rep = Reporter(self.out, d.main, self.total, self.step)
+        rep = Reporter(self.out, d.main, self.total, self.step, progress=self.progress)
         n_params = sum(p.numel() for p in self.model.parameters())
         global_batch = cfg.batch_size * cfg.grad_accum * d.world
         ps = self.pairs
