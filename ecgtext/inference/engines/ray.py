@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 TEST_CRASH_ENV = "ECGTEXT_TEST_CRASH_AFTER_BATCHES"
 INSTALL_HINT = 'pip install "ecgtext[ray]"'
 MANIFEST_COLUMN = "path"
+READ_TASK_MEMORY = 256 << 20  # bytes reserved per read/prepare task, plus 1 MiB per record
 
 
 @dataclass
@@ -88,7 +89,7 @@ def import_ray():
         import ray.data  # noqa: F401
     except ImportError:
         raise ConfigError(f"the Ray engine needs Ray Data, which is not installed: {INSTALL_HINT}",
-                          field="engine", value="ray", option="engine") from None
+                          field="engine", value="ray") from None
     return ray
 
 
@@ -529,6 +530,13 @@ def run_embed_ray(inputs: Sequence[str], model: str | os.PathLike, out: str | os
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         device = "cuda" if gpus > 0 else "cpu"
+        cpus = ray.cluster_resources().get("CPU", 0)
+        need = opts.num_actors * opts.actor_cpus + opts.read_cpus
+        if opts.address is None and need > cpus:  # a fixed local instance would wait for ever
+            raise ConfigError(f"{opts.num_actors} model actor(s) x {opts.actor_cpus:g} CPU plus one read task "
+                              f"need {need:g} CPUs; the local Ray instance has {cpus:g} (use fewer actors, "
+                              "fewer CPUs per actor, or more Ray CPUs)", field="actors", value=opts.num_actors,
+                              option="actor_cpus")
         if device == "cuda" and precision == "auto" and not torch.cuda.is_available():
             precision = "bf16"  # the driver cannot ask the GPU; the actors check it (provenance)
         net = load_ecg_model(model, device="cpu")
@@ -553,7 +561,10 @@ def run_embed_ray(inputs: Sequence[str], model: str | os.PathLike, out: str | os
         ds = ds.repartition(target_num_rows_per_block=opts.records_per_part, strict=True)
         # retries are Ray Data's defaults: tasks are retried, dead actors restarted and their
         # batches retried, without limit (a part file is written under a name fixed by its keys)
+        # the memory a block of prepared windows takes (~240 kB per 12-lead 10 s window) also keeps
+        # Ray Data from fusing reading into the model actors: reading stays in its own CPU tasks
         ds = ds.map_batches(_prepare_batch, batch_size=None, batch_format="numpy", num_cpus=opts.read_cpus,
+                            memory=READ_TASK_MEMORY + opts.records_per_part * (1 << 20),
                             compute=ray.data.TaskPoolStrategy(size=opts.read_parallelism),
                             fn_kwargs={"pre": pre, "read_options": read_options, "stride": stride,
                                        "min_coverage": min_coverage, "done": done_ref})
