@@ -150,12 +150,15 @@ class RecordDataset(torch.utils.data.Dataset):
     """Map-style dataset over record paths; item = :class:`PreparedRecord` or :class:`ReadFailure`."""
 
     def __init__(self, paths: Sequence[str], pre: PreprocessConfig, read_options: "ReadOptions | None" = None,
-                 stride: int | None = None, min_coverage: float = 0.5):
+                 stride: int | None = None, min_coverage: float = 0.5, stream_long: bool = False):
         self.paths = list(paths)
         self.pre = pre
         self.read_options = read_options
         self.stride = stride
         self.min_coverage = min_coverage
+        # long recordings become StreamedRecord markers, for a consumer that streams them
+        # (iter_features); others (Ray blocks) get every record prepared whole
+        self.stream_long = stream_long
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -166,7 +169,7 @@ class RecordDataset(torch.utils.data.Dataset):
         from ecgtext.preprocess import prepare
 
         path = self.paths[i]
-        if should_stream(path):  # a long recording: the main loop streams its windows
+        if self.stream_long and should_stream(path):  # a long recording: the model loop streams it
             return StreamedRecord(path, self.pre, self.read_options, self.stride, self.min_coverage)
         try:
             ecg = read_ecg(path, self.read_options)
@@ -247,7 +250,7 @@ def iter_prepared(paths: Sequence[str], pre: PreprocessConfig, read_options: "Re
     """Read and prepare ``paths`` (HDF5 containers expanded per exam), in order."""
     items = expand_records(paths, read_options)
     keys = [it for it in items if isinstance(it, str)]
-    ds = RecordDataset(keys, pre, read_options, stride=stride, min_coverage=min_coverage)
+    ds = RecordDataset(keys, pre, read_options, stride=stride, min_coverage=min_coverage, stream_long=True)
     workers = default_num_workers(len(keys), device_type) if num_workers is None else max(0, int(num_workers))
     if workers == 0 or len(keys) <= 1:
         source: Iterator = (ds[i] for i in range(len(ds)))
