@@ -116,7 +116,7 @@ def read_npy(path: str, options: ReadOptions) -> Ecg:
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        if "pickle" in str(exc):
+        if "pickle" in str(exc) and _has_npy_magic(path):
             raise FormatError(path, "the NumPy file holds Python objects, not numbers (it would need "
                                     "unpickling, which is never done)") from None
         raise FormatError(path, "not a NumPy .npy/.npz file we can read (corrupt header)") from None
@@ -160,6 +160,14 @@ def read_npy(path: str, options: ReadOptions) -> Ecg:
                                     "store one unit for all leads")
         unit = units[0]
     return finish_array(_two_d(signal, path), path, options, fs=fs, leads=leads, units=unit, meta=meta)
+
+
+def _has_npy_magic(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False
 
 
 def _two_d(a: np.ndarray, path: str) -> np.ndarray:
@@ -212,7 +220,10 @@ def read_csv(path: str, options: ReadOptions) -> Ecg:
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame(np.zeros((0, len(header))))
     except (ValueError, pd.errors.ParserError) as exc:
-        raise FormatError(path, f"malformed CSV ({' '.join(str(exc).split())})") from None
+        d = re.search(r"expected (\d+) fields in line (\d+), saw (\d+)", str(exc), re.IGNORECASE)
+        raise FormatError(path, "malformed CSV: " + (
+            f"rows have different numbers of fields (expected {d[1]}, saw {d[3]} in data row {d[2]})"
+            if d else "unbalanced quotes or irregular rows")) from None
     n_cols = len(header) if has_header else frame.shape[1]
     if frame.shape[1] != n_cols and frame.shape[0] > 0:
         raise FormatError(path, f"the header has {n_cols} columns but the rows have {frame.shape[1]}")

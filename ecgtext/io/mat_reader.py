@@ -64,9 +64,13 @@ def _load(path: str) -> dict[str, Any]:
         return _load_v73(path)
     except MemoryError:
         raise
-    except Exception as exc:  # scipy raises ValueError/TypeError/OSError/... on non-MAT bytes
-        raise FormatError(path, f"not a MATLAB .mat file we can read ({type(exc).__name__}: "
-                                f"{' '.join(str(exc).split())})") from None
+    except PermissionError as exc:
+        from .paths import os_error
+
+        raise os_error(path, exc) from None
+    except Exception:  # scipy raises ValueError/TypeError/OSError/... on non-MAT bytes
+        raise FormatError(path, "not a MATLAB .mat file we can read (unrecognised, corrupt or "
+                                "truncated contents)") from None
     return {k: v for k, v in m.items() if not k.startswith("__")}
 
 

@@ -321,6 +321,9 @@ def expand_inputs(inputs: Sequence[str], stdin: TextIO | None = None) -> Expande
             if key not in seen:
                 seen.add(key)
                 out.paths.append(p)
+    # a whole container stands for all its records: drop "file::key" entries it covers
+    whole = {_real_key(p) for p in out.paths if split_key(p)[1] is None}
+    out.paths = [p for p in out.paths if split_key(p)[1] is None or _real_key(split_key(p)[0]) not in whole]
     return out
 
 
