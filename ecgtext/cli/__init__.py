@@ -63,7 +63,7 @@ def _register() -> None:
     # Each module defines ``command``; registration order = order in --help.
     import importlib
 
-    for name in ("download", "zeroshot", "embed", "index", "search", "probe", "predict", "pretrain"):
+    for name in ("download", "zeroshot", "embed", "index", "search", "probe", "predict", "pretrain", "export"):
         try:
             mod = importlib.import_module(f"ecgtext.cli.{name}")
         except ModuleNotFoundError as exc:

@@ -142,11 +142,22 @@ def resolve_precision(precision: str | None = "auto", device: str | torch.device
         resolved = asked
     if resolved == "int8":
         _check_int8(dev, cpu)
-    elif resolved == "bf16" and cpu is not None and not cpu.native_bf16:
+    elif resolved == "bf16" and cpu is not None and not cpu.native_bf16 and _last_choice[:1] != ("bf16",):
         logger.warning("bf16 on a CPU without native bf16 (%s) is emulated: correct, but slower than fp32; "
                        "auto picks fp32 on this CPU", cpu.model)
-    logger.info("precision %s (%s) on %s", resolved, why, dev if cpu is None else cpu.describe())
+    _log_choice(resolved, why, str(dev) if cpu is None else cpu.describe())
     return resolved
+
+
+_last_choice: tuple[str, ...] = ()
+
+
+def _log_choice(*choice: str) -> None:
+    # said once per distinct choice: every output resolves it again for its provenance
+    global _last_choice
+    if choice != _last_choice:
+        _last_choice = choice
+        logger.info("precision %s (%s) on %s", *choice)
 
 
 def _check_int8(dev: torch.device, cpu: CpuFeatures | None) -> None:
@@ -244,7 +255,7 @@ def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
     if not torchao_available():
         raise ConfigError("int8 precision needs the optional package torchao: pip install 'ecgtext[int8]'",
                           field="precision", value="int8")
-    with _quiet_torchao_import():
+    with quiet_torchao_import():
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
     def in_transformer(mod: torch.nn.Module, fqn: str) -> bool:
@@ -255,8 +266,9 @@ def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def _quiet_torchao_import():
-    # torchao's import logs about GPU kernels (mxfp8, cutlass) a CPU build cannot load
+def quiet_torchao_import():
+    """Silence what importing ``torchao`` logs about GPU kernels a CPU build cannot load
+    (mxfp8, cutlass, triton). ``transformers`` imports torchao too when it is installed."""
     saved = [(lg, lg.level) for lg in map(logging.getLogger, ("torchao", "torch.utils._pytree"))]
     try:
         for lg, _ in saved:

@@ -14,9 +14,17 @@ import torch
 from torch import nn
 
 
+def _import_t5():
+    from .precision import quiet_torchao_import
+
+    with quiet_torchao_import():  # transformers imports torchao (ecgtext[int8]) when present
+        from transformers import T5Config, T5EncoderModel
+    return T5Config, T5EncoderModel
+
+
 def build_t5_encoder(config: dict[str, Any]) -> nn.Module:
     """A randomly initialised ``T5EncoderModel`` from a T5 config dict."""
-    from transformers import T5Config, T5EncoderModel
+    T5Config, T5EncoderModel = _import_t5()
 
     cfg = T5Config(**config)
     return T5EncoderModel(cfg)
@@ -24,8 +32,7 @@ def build_t5_encoder(config: dict[str, Any]) -> nn.Module:
 
 def load_pretrained_t5_encoder(name: str = "google/flan-t5-base") -> nn.Module:
     """Pretrained T5 encoder weights from the Hub (initialisation for pretraining)."""
-    from transformers import T5EncoderModel
-
+    _, T5EncoderModel = _import_t5()
     return T5EncoderModel.from_pretrained(name)
 
 
