@@ -405,3 +405,8 @@ def test_embed_cli_embeds_the_good_and_reports_each_bad_file(corpus, tmp_path):
 
     assert {real(p) for p in embedded} == {real(p) for p in good}
     assert table.num_rows == len(good)
+    # resuming matches every name, odd bytes included: nothing is embedded twice
+    again = subprocess.run(argv, capture_output=True, env=env, timeout=600)
+    assert again.returncode == 1
+    assert f"0 embedded, {len(lines)} failed, {len(good)} already there" in again.stderr.decode("utf-8", "replace")
+    assert pq.read_table(out).num_rows == len(good)
