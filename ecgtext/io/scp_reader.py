@@ -284,35 +284,32 @@ def _peek_values(stream: bytes, peek: int) -> tuple[np.ndarray, int]:
 def _decode_one_table(values: np.ndarray, total: int, n: int, table: list[_Code], width: int, peek: int,
                       path: str, lead: str) -> np.ndarray:
     idx, _ = _lookup(table, width)
-    ci = idx[values >> (peek - width)]  # the code starting at each bit position (-1: none)
-    bits = np.array([c.bits for c in table] + [0])[ci]
-    ext = np.array([c.extra for c in table] + [0])[ci]
-    base = np.array([c.value if c.value is not None else 0 for c in table] + [0])[ci]
+    prefix_step = np.array([c.bits + c.extra for c in table] + [1], dtype=np.uint8)[idx]  # idx -1 -> 1
+    # one byte per bit position: the length of the code starting there; walking from 0 is the
+    # only per-sample Python work (indexing a bytes object is the cheapest lookup there is)
+    step = prefix_step[values >> (peek - width)].tobytes()
+    walk = [0] * n
+    pos = 0
+    for i in range(n):
+        if pos >= total:
+            raise SignalError(path, f"SCP-ECG lead {lead} ends after {i} of {n} samples")
+        walk[i] = pos
+        pos += step[pos]
+    if pos > total:
+        raise SignalError(path, f"SCP-ECG lead {lead} ends inside its last code")
+    starts = np.asarray(walk, dtype=np.int64)
+    v = values[starts]
+    ci = idx[v >> (peek - width)]
+    if (ci < 0).any():
+        raise FormatError(path, f"SCP-ECG lead {lead}: invalid Huffman code at bit {int(starts[np.argmax(ci < 0)])}")
+    bits = np.array([c.bits for c in table])[ci]
+    ext = np.array([c.extra for c in table])[ci]
+    base = np.array([c.value if c.value is not None else 0 for c in table])[ci]
     # escaped values: the `ext` bits after the prefix, two's complement
     safe_ext = np.maximum(ext, 1)
-    raw = (values >> (peek - bits - safe_ext)) & ((1 << safe_ext) - 1)
+    raw = (v >> (peek - bits - safe_ext)) & ((1 << safe_ext) - 1)
     escaped = np.where(raw >> (safe_ext - 1) == 1, raw - (1 << safe_ext), raw)
-    value = np.where(ext > 0, escaped, base)
-    # the codes start at 0, next[0], next[next[0]], ...: found by pointer doubling (jump[j]
-    # = 2**j codes ahead), so no Python loop runs per sample
-    nxt = np.minimum(np.arange(total, dtype=np.int64) + np.maximum(bits + ext, 1), total)
-    nxt = np.append(nxt, total)  # position `total` (end of stream) stays there
-    k = np.arange(n, dtype=np.int64)
-    starts = np.zeros(n, dtype=np.int64)
-    jump = nxt
-    for j in range(max(1, int(n).bit_length())):
-        sel = (k >> j) & 1 == 1
-        starts[sel] = jump[starts[sel]]
-        jump = jump[jump]
-    if starts[-1] >= total:
-        done = int(np.searchsorted(starts, total))
-        raise SignalError(path, f"SCP-ECG lead {lead} ends after {done} of {n} samples")
-    bad = np.flatnonzero(ci[starts] < 0)
-    if bad.size:
-        raise FormatError(path, f"SCP-ECG lead {lead}: invalid Huffman code at bit {int(starts[bad[0]])}")
-    if starts[-1] + bits[starts[-1]] + ext[starts[-1]] > total:
-        raise SignalError(path, f"SCP-ECG lead {lead} ends inside its last code")
-    return value[starts].astype(np.int64)
+    return np.where(ext > 0, escaped, base).astype(np.int64)
 
 
 def _decode_switching(values: list[int], total: int, n: int, tables: list[list[_Code]], width: int, peek: int,
