@@ -118,7 +118,8 @@ def test_fraction_too_small_errors_redraws_or_keeps(ptbxl_features):
     with pytest.raises(DataError) as e:
         fit_probe(feats, ProbeConfig(fraction=0.02, epochs=2))
     msg = str(e.value)
-    assert "no positive example" in msg and "larger --fraction" in msg and "\n" not in msg
+    assert "no positive example" in msg and "larger training fraction" in msg and "\n" not in msg
+    assert e.value.option == "fraction"  # the CLI renders it as --fraction
     missing = msg.split("class(es) ")[1].split(" have")[0].split(", ")
     rows = draw_subset(ds.indices("train"), ds.Y, ds.classes, 0.02, 0, "keep")[0]
     assert missing == [c for c, n in zip(ds.classes, ds.Y[rows].sum(axis=0)) if n == 0]

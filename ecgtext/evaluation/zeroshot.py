@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from ecgtext.evaluation.datasets.base import LabelledDataset
-from ecgtext.errors import ConfigError, DataError
+from ecgtext.errors import ConfigError, DataError, ProvenanceError
 from ecgtext.evaluation.metrics import evaluate_scores
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,8 +65,14 @@ def zeroshot_dataset(dataset: LabelledDataset, model: "DBeta | str | os.PathLike
                      label_set: str | Mapping[str, str], *, split: str = "test",
                      features: str | os.PathLike | None = None, read_options: "ReadOptions | None" = None,
                      batch_size: int = 32, num_workers: int = 0, device: str | None = None,
-                     precision: str = "auto") -> ZeroShotEvaluation:
-    """Zero-shot scores and metrics for ``dataset``'s ``split`` (see :func:`evaluate_zeroshot`)."""
+                     precision: str = "auto", force: bool = False, allow_missing: bool = False
+                     ) -> ZeroShotEvaluation:
+    """Zero-shot scores and metrics for ``dataset``'s ``split`` (see :func:`evaluate_zeroshot`).
+
+    Saved ``features`` must come from the weights of ``model`` (whose text tower
+    scores them): otherwise, or when they record no weights, a
+    :class:`~ecgtext.errors.ProvenanceError` unless ``force``. Records of the
+    split without features are an error unless ``allow_missing``."""
     from ecgtext.evaluation.datasets.features import dataset_features, model_info
     from ecgtext.model.dbeta import DBeta
     from ecgtext.inference.zeroshot import label_features, score
@@ -79,7 +85,8 @@ def zeroshot_dataset(dataset: LabelledDataset, model: "DBeta | str | os.PathLike
     if not described:
         raise DataError(f"label set {label_name}: none of the dataset's classes "
                         f"({', '.join(dataset.classes[:12])}{', ...' if len(dataset.classes) > 12 else ''}) "
-                        "has a description; give a label file with these codes (--labels FILE.json)")
+                        "has a description; give a label file with these codes", field="labels",
+                        option="labels")
     ecg_model = None
     if features is None:
         if isinstance(model, DBeta):
@@ -91,7 +98,8 @@ def zeroshot_dataset(dataset: LabelledDataset, model: "DBeta | str | os.PathLike
     feats = dataset_features(dataset, features=features, model=ecg_model,
                              model_source=None if isinstance(model, DBeta) else str(model),
                              read_options=read_options, rows=rows, batch_size=batch_size,
-                             num_workers=num_workers, device=device, precision=precision)
+                             num_workers=num_workers, device=device, precision=precision,
+                             allow_missing=allow_missing)
     ds = feats.dataset
     classes = [c for c in ds.classes if c in described]
     texts = {described[c]: labels[described[c]] for c in classes}
@@ -103,9 +111,15 @@ def zeroshot_dataset(dataset: LabelledDataset, model: "DBeta | str | os.PathLike
                           "(features from a different model?)")
     text_model = model_info(model) if isinstance(model, DBeta) else _source_info(model)
     ecg_sha = (feats.model or {}).get("weights_sha256")
-    if ecg_sha and text_model.get("weights_sha256") and ecg_sha != text_model["weights_sha256"]:
-        raise ConfigError(f"ECG features come from {feats.model.get('id')}, text features from "
-                          f"{text_model.get('id')}: both must come from the same weights")
+    if ecg_sha != text_model.get("weights_sha256") and not force:
+        if ecg_sha is None:
+            raise ProvenanceError(f"{feats.source}: the ECG features record no weights, so they cannot be "
+                                  f"checked against {text_model.get('id')}'s text features", path=feats.source,
+                                  field="provenance", option="force")
+        raise ProvenanceError(f"ECG features come from {feats.model.get('id')}, text features from "
+                              f"{text_model.get('id')}: both must come from the same weights",
+                              path=feats.source, field="weights_sha256",
+                              value=(ecg_sha, text_model.get("weights_sha256")), option="force")
     S = score(feats.X, T, how="raw")
     cols = [ds.classes.index(c) for c in classes]
     Y = ds.Y[:, cols]
@@ -135,15 +149,13 @@ def zeroshot_dataset(dataset: LabelledDataset, model: "DBeta | str | os.PathLike
 
 
 def _source_info(source: Any) -> dict[str, Any]:
-    try:
-        from ecgtext.inference.engine import model_identity
-        from ecgtext.hub.load import resolve_source
+    """Identity of the model whose text tower scores (never a blank: the same-weights check needs it)."""
+    from ecgtext.hub.load import resolve_source
+    from ecgtext.inference.engine import model_identity
 
-        ident = model_identity(resolve_source(source))
-        return {"source": str(source), "name": ident.name, "weights_sha256": ident.weights_sha256,
-                "id": ident.short(), "model_dir": ident.model_dir}
-    except Exception:  # noqa: BLE001 - provenance is best effort
-        return {"source": str(source)}
+    ident = model_identity(resolve_source(source))
+    return {"source": str(source), "name": ident.name, "weights_sha256": ident.weights_sha256,
+            "id": ident.short(), "model_dir": ident.model_dir}
 
 
 def evaluate_zeroshot(dataset: LabelledDataset, model: "DBeta | str | os.PathLike",

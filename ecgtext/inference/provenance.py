@@ -140,25 +140,43 @@ def provenance_for(model: "DBeta", *, device: "torch.device | str", precision: s
     """The provenance of features ``model`` computes on ``device`` with the ``precision``
     option (resolved) and the windowing ``stride`` / ``min_coverage`` (defaults as in
     :func:`~ecgtext.inference.engine.iter_features`)."""
+    if model.model_dir is None:
+        raise ProvenanceError("the model has no directory, so its weights cannot be identified; load it "
+                              "with ecgtext.load_model(...)", field="model")
+    return _provenance(model.model_dir, model.config.preprocess, device=device, precision=precision,
+                       source=source if source is not None else model.model_dir, stride=stride,
+                       min_coverage=min_coverage)
+
+
+def provenance_of_source(source: str | os.PathLike, *, device: "torch.device | str" = "cpu",
+                         precision: str = "auto", stride: int | None = None,
+                         min_coverage: float = 0.5) -> Provenance:
+    """Like :func:`provenance_for` for a model directory, registry name or ``hf-hub:`` id,
+    without loading its weights (only hashed): what features of that model would record."""
+    from ecgtext.config import load_config
+    from ecgtext.hub.load import resolve_source
+
+    model_dir = resolve_source(source)
+    return _provenance(model_dir, load_config(model_dir).preprocess, device=device, precision=precision,
+                       source=source, stride=stride, min_coverage=min_coverage)
+
+
+def _provenance(model_dir: str | os.PathLike, pre: Any, *, device: "torch.device | str", precision: str,
+                source: str | os.PathLike | None, stride: int | None, min_coverage: float) -> Provenance:
     import torch
 
     from ecgtext import __version__
     from ecgtext.inference.engine import model_identity
 
-    if model.model_dir is None:
-        raise ProvenanceError("the model has no directory, so its weights cannot be identified; load it "
-                              "with ecgtext.load_model(...)", field="model")
-    ident = model_identity(model.model_dir)
-    pre = model.config.preprocess
+    ident = model_identity(model_dir)
     contract = {"sample_rate": float(pre.sample_rate), "window": int(pre.window), "leads": list(pre.leads),
                 "units": pre.units, "filter": pre.filter, "normalize": pre.normalize,
-                "stride": None if stride is None else int(stride),
-                "min_coverage": float(min_coverage)}
+                "stride": None if stride is None else int(stride), "min_coverage": float(min_coverage)}
     dev = torch.device(device)
     return Provenance(model_name=ident.name, weights_sha256=ident.weights_sha256,
                       precision=resolve_precision(dev, precision), device_type=dev.type,
                       preprocess=contract, ecgtext_version=__version__,
-                      model_source=str(source) if source is not None else str(model.model_dir))
+                      model_source=None if source is None else str(source))
 
 
 def parquet_provenance(path: str | os.PathLike) -> Provenance | None:

@@ -38,11 +38,14 @@ class ProbeConfig:
 
     def __post_init__(self):
         if not (0.0 < self.fraction <= 1.0):
-            raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
+            raise ConfigError(f"training fraction must be in (0, 1], got {self.fraction}", field="fraction",
+                              value=self.fraction, option="fraction")
         if self.head not in HEADS:
             raise ConfigError(f"unknown head {self.head!r}; expected one of {', '.join(HEADS)}")
         if self.missing_class not in MISSING_CLASS:
-            raise ConfigError(f"unknown --missing-class {self.missing_class!r}; expected one of {', '.join(MISSING_CLASS)}")
+            raise ConfigError(f"unknown missing-class rule {self.missing_class!r}; expected one of "
+                              f"{', '.join(MISSING_CLASS)}", field="missing_class", value=self.missing_class,
+                              option="missing_class")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("epochs and batch size must be >= 1 and the learning rate > 0")
         self.seeds = tuple(int(s) for s in self.seeds)

@@ -56,13 +56,14 @@ class LinearHead:
         """Write ``head.safetensors`` (weight, bias) and ``head.json`` (classes, thresholds, provenance)."""
         from safetensors.numpy import save_file
 
-        from ecgtext.fsutil import atomic_path, atomic_write_text
+        from ecgtext.fsutil import apply_umask, atomic_path, atomic_write_text
 
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         with atomic_path(d / HEAD_WEIGHTS) as tmp:
             save_file({"weight": np.ascontiguousarray(self.weight, np.float32),
                        "bias": np.ascontiguousarray(self.bias, np.float32)}, str(tmp))
+            apply_umask(tmp)  # safetensors writes 0600; heads are shared like any result
         cfg = {"format": "ecgtext-linear-head", "version": 1, "classes": self.classes,
                "thresholds": [None if np.isnan(t) else float(t) for t in self.thresholds],
                "feature_dim": self.dim, **self.info}
@@ -79,7 +80,7 @@ class LinearHead:
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise ModelError(f"{p}: not found (a head directory holds {HEAD_CONFIG} and {HEAD_WEIGHTS}, "
-                                 "written by ecgtext probe --save-head)")
+                                 "as a probe run saves them)", path=str(p), option="head_dir")
         try:
             cfg = json.loads(cfg_path.read_text())
             t = load_file(str(w_path))

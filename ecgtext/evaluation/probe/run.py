@@ -44,6 +44,13 @@ from ecgtext.evaluation.probe.train import train_linear, train_sklearn
 from ecgtext.evaluation.reports import _jsonable
 
 
+def _no_training_split(ds: LabelledDataset) -> DataError:
+    test_only = ds.name == "code15"
+    return DataError(f"{ds.root}: dataset {ds.label} has no training split "
+                     f"({'a test set only: evaluate it zero-shot' if test_only else 'give a split file'})",
+                     path=str(ds.root), field="split", option="zeroshot" if test_only else "split_file")
+
+
 def fit_probe(feats: "DatasetFeatures", config: ProbeConfig | None = None, *,
               model: dict[str, Any] | None = None) -> ProbeResult:
     """Run the probing protocol on aligned features (see :func:`dataset_features`).
@@ -56,8 +63,7 @@ def fit_probe(feats: "DatasetFeatures", config: ProbeConfig | None = None, *,
     model = model if model is not None else feats.model
     counts = ds.counts()
     if counts["train"] == 0:
-        raise DataError(f"{ds.root}: dataset {ds.label} has no training split "
-                        f"({'test only: use --zeroshot' if ds.name == 'code15' else 'give a split file'})")
+        raise _no_training_split(ds)
     if counts["test"] == 0:
         raise DataError(f"{ds.root}: dataset {ds.label} has no test split")
     tr, va, te = (ds.indices(s) for s in SPLITS)
@@ -135,23 +141,38 @@ def run_probe(ds: LabelledDataset, config: ProbeConfig | None = None, *,
               features: str | os.PathLike | None = None, model_source: str | None = None,
               read_options=None, embed_batch_size: int = 32, num_workers: int = 0, device: str | None = None,
               precision: str = "auto", out_dir: str | os.PathLike | None = None, save_head: str | os.PathLike | None = None,
-              plot: str | os.PathLike | None = None) -> ProbeResult:
+              plot: str | os.PathLike | None = None, force: bool = False, allow_missing: bool = False) -> ProbeResult:
     """Features (read from ``features`` or computed with ``model_source``) -> :func:`fit_probe`
-    -> outputs in ``out_dir`` (``splits.csv``, ``predictions.csv``, ``result.json``)."""
+    -> outputs in ``out_dir`` (``splits.csv``, ``predictions.csv``, ``result.json``).
+
+    Saved ``features`` given together with ``model_source`` must come from those
+    weights with the same preprocessing (and precision, when one is asked for
+    instead of ``auto``): otherwise a :class:`~ecgtext.errors.ProvenanceError`
+    unless ``force``. Test records without features are an error unless
+    ``allow_missing``.
+    """
     from ecgtext.evaluation.datasets.features import dataset_features
 
     cfg = config or ProbeConfig()
     if ds.counts()["train"] == 0:  # fail before spending minutes on features
-        raise DataError(f"{ds.root}: dataset {ds.label} has no training split "
-                        f"({'test only: use --zeroshot' if ds.name == 'code15' else 'give a split file'})")
+        raise _no_training_split(ds)
     model = None
     if features is None:
         from ecgtext.inference.engine import load_ecg_model
 
         model = load_ecg_model(model_source or "dbeta-base", device=device)
+    expect, fields = None, ("weights_sha256", "preprocess")
+    if features is not None and model_source is not None:
+        from ecgtext.inference.engine import resolve_device
+        from ecgtext.inference.provenance import provenance_of_source
+
+        expect = provenance_of_source(model_source, device=resolve_device(device), precision=precision)
+        if precision != "auto":  # no features are computed here: compare precision only when asked for
+            fields += ("precision",)
     feats = dataset_features(ds, features=features, model=model, model_source=model_source,
                              read_options=read_options, batch_size=embed_batch_size, num_workers=num_workers,
-                             device=device, precision=precision)
+                             device=device, precision=precision, expect=expect, expect_fields=fields,
+                             force=force, allow_missing=allow_missing)
     provenance = dict(feats.model or {})
     if model_source is not None:  # lets --predict find the model of a head trained on --features
         provenance.setdefault("source", str(model_source))

@@ -29,8 +29,8 @@ def draw_subset(train_rows: np.ndarray, Y: np.ndarray, classes: Sequence[str], f
     absent = [c for c, m in zip(classes, Y[train_rows].sum(axis=0) == 0) if m]
     if absent and missing_class != "keep":  # no subset can hold them
         raise DataError(f"class(es) {', '.join(absent)} have no positive example in the training split "
-                        f"({n} records); use --missing-class keep (train anyway), or drop the class from "
-                        "the dataset")
+                        f"({n} records); train anyway (missing-class rule 'keep'), or drop the class from "
+                        "the dataset", field="classes", value=absent, option="missing_class")
     draws = 0
     while True:
         rows = train_rows if k == n else np.sort(rng.choice(train_rows, size=k, replace=False))
@@ -43,7 +43,9 @@ def draw_subset(train_rows: np.ndarray, Y: np.ndarray, classes: Sequence[str], f
         where = f"the {100 * fraction:g} % training subset ({k} of {n} records, seed {seed})"
         if missing_class == "redraw":
             raise DataError(f"no draw in {draws} of {where} had a positive example of every class "
-                            f"(last missing: {', '.join(missing)}); use a larger --fraction or --missing-class keep")
+                            f"(last missing: {', '.join(missing)}); use a larger training fraction or the "
+                            "missing-class rule 'keep'", field="classes", value=missing, option="fraction")
         raise DataError(f"class(es) {', '.join(missing)} have no positive example in {where}; use a larger "
-                        "--fraction, --missing-class redraw (draw the subset again with the same seed) or "
-                        "--missing-class keep (train anyway; MERL's protocol)")
+                        "training fraction, or the missing-class rule 'redraw' (draw the subset again with the "
+                        "same seed) or 'keep' (train anyway; MERL's protocol)", field="classes", value=missing,
+                        option="fraction")
