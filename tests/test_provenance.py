@@ -178,3 +178,58 @@ def test_cpu_bf16_features_record_bf16(model, tmp_path):
     out = tmp_path / "bf16.parquet"
     run_embed(RECORDS[:1], model, out, precision="bf16")
     assert parquet_provenance(out).precision == "bf16"
+
+
+def _manifest(tmp_path, paths: list[str]):
+    import pandas as pd
+
+    n = len(paths)
+    split = ["train"] * (n - 3) + ["val", "test", "test"]
+    man = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": paths, "labels": ["A" if i % 2 else "B" for i in range(n)], "split": split}).to_csv(
+        man, index=False)
+    return man
+
+
+def _probe(monkeypatch, capsys, *args):
+    import sys
+
+    from ecgtext.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["ecgtext", "probe", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out = capsys.readouterr()
+    return e.value.code or 0, out.out, out.err
+
+
+def test_probe_cli_refuses_other_weights_unless_forced(features, tiny_copy, tmp_path, monkeypatch, capsys):
+    _other_weights(tiny_copy)
+    man = _manifest(tmp_path, RECORDS)
+    args = [man, "-d", "generic", "--features", features, "-m", tiny_copy, "--head", "sklearn",
+            "--format", "json", "-o", tmp_path / "run"]
+    code, out, err = _probe(monkeypatch, capsys, *args)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "weights_sha256" in err and err.rstrip().endswith("(use --force)")
+    code, out, err = _probe(monkeypatch, capsys, *args, "--force")
+    assert code == 0, err
+    report = json.loads(out)
+    assert any("weights_sha256 differs" in n for n in report["features"]["notes"])
+    assert report["model"]["provenance"]["precision"] == "fp32"  # the JSON report carries the provenance
+
+
+def test_probe_cli_missing_test_features_need_allow_missing(features, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    extra = tmp_path / "00003_copy.hea"  # a real record that was never embedded, in the test split
+    shutil.copy(TESTDATA / "ptbxl" / "00003_hr.hea", extra)
+    shutil.copy(TESTDATA / "ptbxl" / "00003_hr.dat", tmp_path / "00003_hr.dat")
+    man = _manifest(tmp_path, RECORDS + [str(extra)])
+    args = [man, "-d", "generic", "--features", features, "--head", "sklearn", "--format", "json",
+            "-o", tmp_path / "run"]
+    code, _, err = _probe(monkeypatch, capsys, *args)
+    assert code == 6 and "have no features" in err and err.rstrip().endswith("(use --allow-missing)"), err
+    code, out, err = _probe(monkeypatch, capsys, *args, "--allow-missing")
+    assert code == 0, err
+    assert json.loads(out)["features"]["n_missing"] == 1

@@ -45,6 +45,9 @@ def command(
     num_workers: NumWorkersOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Apply the head even to features of other weights, precision or preprocessing than "
+        "it was trained on.")] = False,
     *,
     read_options: Any = None,  # ReadOptions, filled in by with_read_options
 ):
@@ -54,11 +57,11 @@ def command(
     """
     out = (fmt.value if fmt else ("table" if sys.stdout.isatty() else "jsonl"))
     render_predictions(list(paths or []), head_dir, model, features, read_options, out, batch_size,
-                       num_workers or 0, device, precision.value)
+                       num_workers or 0, device, precision.value, force=force)
 
 
 def render_predictions(inputs, head_dir, model, features, read_options, fmt: str, batch_size, num_workers, device,
-                       precision: str) -> None:
+                       precision: str, force: bool = False) -> None:
     """Apply the head, then print rows as ``fmt`` (table, json, jsonl, csv); exit 1 if some records failed."""
     from ecgtext.evaluation.probe import predict_records
 
@@ -74,7 +77,8 @@ def render_predictions(inputs, head_dir, model, features, read_options, fmt: str
         paths = expand_paths(inputs)
     rows, errors, head = predict_records(head_dir, paths, model_source=model, features=features,
                                          read_options=read_options, batch_size=batch_size,
-                                         num_workers=num_workers, device=device, precision=precision)
+                                         num_workers=num_workers, device=device, precision=precision,
+                                         force=force)
     for e in errors:
         typer.echo(f"error: {e}", err=True)  # already one line per record
     if fmt == "jsonl":

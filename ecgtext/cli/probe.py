@@ -138,6 +138,13 @@ def command(
                                                   help="Windows per model batch.")] = 32,
     num_workers: Annotated[int, typer.Option("--num-workers", min=0, rich_help_panel=RUN,
                                              help="Reading worker processes.")] = 0,
+    force: Annotated[bool, typer.Option(
+        "--force", rich_help_panel=RUN,
+        help="Use --features even when their provenance (weights, precision, preprocessing) differs from "
+             "the model's, or is missing; the differences are noted in the report.")] = False,
+    allow_missing: Annotated[bool, typer.Option(
+        "--allow-missing", rich_help_panel=RUN,
+        help="Leave test records without features out (counted in the report) instead of failing.")] = False,
     *,
     read_options: Any = None,  # ReadOptions, filled in by with_read_options
 ):
@@ -165,7 +172,7 @@ def command(
         from .predict import render_predictions
 
         return render_predictions(inputs, head_dir, model, features, read_options, fmt.value, embed_batch_size,
-                                  num_workers, device, precision.value)
+                                  num_workers, device, precision.value, force=force)
     if dataset is None:
         raise ConfigError("give the dataset layout with --dataset (ptbxl, cinc, code15 or generic)")
     if not inputs:
@@ -194,14 +201,15 @@ def command(
 
         report = run_zeroshot_evaluation(ds, model or "dbeta-base", labels or default_label_set(ds, classes),
                                          features=features, batch_size=embed_batch_size, out_dir=out,
-                                         plot=plot, **common).report
+                                         plot=plot, force=force, allow_missing=allow_missing, **common).report
     else:
         from ecgtext.evaluation.probe import ProbeConfig, run_probe
 
         cfg = ProbeConfig(fraction=fraction, seeds=seed_list, head=head.value, epochs=epochs, lr=lr,
                           batch_size=batch_size, weight_decay=weight_decay, missing_class=missing_class.value)
         report = run_probe(ds, cfg, features=features, model_source=model, embed_batch_size=embed_batch_size,
-                           out_dir=out, save_head=save_head, plot=plot, **common).report
+                           out_dir=out, save_head=save_head, plot=plot, force=force, allow_missing=allow_missing,
+                           **common).report
     _errors(report.get("features", {}))
     if fmt in (Fmt.json, Fmt.jsonl):
         typer.echo(json.dumps(report, indent=None if fmt is Fmt.jsonl else 2))
