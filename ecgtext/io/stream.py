@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # A record whose files hold at least this many bytes is streamed (~45 min of 12-lead
 # int16 at 500 Hz); smaller ones are read whole, which is faster.
 STREAM_MIN_BYTES = 32 * 2 ** 20
-CHUNK_WINDOWS = 64  # windows per chunk: 64 x 12 x 5000 float32 = 15 MB
+CHUNK_WINDOWS = 32  # windows per chunk: 32 x 12 x 5000 float32 = 7.7 MB (~50 MB of temporaries)
 
 
 @dataclass
