@@ -265,9 +265,11 @@ def check_amplitude(signal_mv: np.ndarray, fs: float) -> AmplitudeProblem | None
     x = np.asarray(signal_mv)
     if x.size == 0:
         return None
-    with np.errstate(invalid="ignore"):
-        hi = np.fmax.reduce(x, axis=1)  # NaN-ignoring max per lead (NaN only if all NaN)
-        lo = np.fmin.reduce(x, axis=1)
+    hi, lo = x.max(axis=1), x.min(axis=1)  # fast; NaN in a lead makes its extremes NaN
+    if np.isnan(hi).any() or np.isnan(lo).any():
+        with np.errstate(invalid="ignore"):
+            hi = np.fmax.reduce(x, axis=1)  # NaN-ignoring (NaN only if the lead is all NaN)
+            lo = np.fmin.reduce(x, axis=1)
     peak = np.fmax.reduce(np.concatenate([np.abs(hi), np.abs(lo)]))
     if np.isnan(peak):
         return None  # all NaN: prepare() reports it

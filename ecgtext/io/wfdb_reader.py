@@ -270,16 +270,19 @@ def _frames_available(h: _Header, folder: str, display: str) -> int:
     return min(frames)
 
 
-def _read_fast(folder: str, h: _Header, n: int) -> list[np.ndarray]:
-    """Digital samples (one int array per channel) of an all-format-16 record, via numpy."""
-    out: list[np.ndarray] = [None] * h.n_sig  # type: ignore[list-item]
-    for name, ch in _file_groups(h).items():
+def _read_fast(folder: str, h: _Header, n: int) -> np.ndarray:
+    """Digital samples ``(channels, samples)`` int16 of an all-format-16 record, via numpy."""
+    groups = _file_groups(h)
+    out = None if len(groups) == 1 else np.empty((h.n_sig, n), dtype="<i2")
+    for name, ch in groups.items():
         raw = np.fromfile(os.path.join(folder, name), dtype="<i2", count=n * len(ch),
                           offset=h.signals[ch[0]].byte_offset)
         # WFDB interleaves a file's channels sample by sample: (samples, channels).
-        frame = raw.reshape(n, len(ch))
-        for j, c in enumerate(ch):
-            out[c] = frame[:, j]
+        # This is the one place the fast path turns that into (channels, samples).
+        frame = raw.reshape(n, len(ch)).T
+        if out is None:
+            return frame
+        out[ch] = frame
     return out
 
 
@@ -307,8 +310,23 @@ def _read_wfdb_digital(folder: str, h: _Header, n: int, display: str) -> list[np
                                    "header's lengths and offsets", field="format", value=fmts) from None
 
 
-def _physical(digital: list[np.ndarray], h: _Header) -> list[np.ndarray]:
-    """Digital -> physical (header units) per channel; WFDB's invalid sample value -> NaN."""
+def _physical(digital: list[np.ndarray] | np.ndarray, h: _Header) -> list[np.ndarray] | np.ndarray:
+    """Digital -> physical (header units) per channel; WFDB's invalid sample value -> NaN.
+
+    A 2-D ``(channels, samples)`` array (one rate, one format: the common case) is
+    converted in one vectorised step; a list of per-channel arrays one by one.
+    """
+    fmts = {s.fmt for s in h.signals}
+    if isinstance(digital, np.ndarray) and len(fmts) == 1:
+        x = digital.astype(np.float64, order="C")  # C order: later per-lead reductions are contiguous
+        invalid = _INVALID.get(fmts.pop())
+        if invalid is not None:
+            bad = digital == invalid
+            if bad.any():
+                x[bad] = np.nan
+        x -= np.array([s.baseline for s in h.signals], dtype=np.float64)[:, None]
+        x /= np.array([s.gain for s in h.signals], dtype=np.float64)[:, None]
+        return x
     out = []
     for d, s in zip(digital, h.signals):
         x = np.asarray(d, dtype=np.float64)
@@ -321,13 +339,13 @@ def _physical(digital: list[np.ndarray], h: _Header) -> list[np.ndarray]:
     return out
 
 
-def _one_rate(channels: list[np.ndarray], h: _Header, fs: float, display: str
+def _one_rate(channels: list[np.ndarray] | np.ndarray, h: _Header, fs: float, display: str
               ) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Stack channels; multi-frequency ones are resampled to the highest channel rate."""
     spf = [s.spf for s in h.signals]
     top = max(spf)
     if top == 1:
-        return np.stack(channels), fs, {}
+        return (channels if isinstance(channels, np.ndarray) else np.stack(channels)), fs, {}
     rate = fs * top
     check_fs(rate, display, "the header (frame rate times samples per frame)")
     out = []
@@ -461,6 +479,8 @@ def read_wfdb(path: str, options: ReadOptions) -> Ecg:
             digital, fmt = _read_fast(folder, h, n), "wfdb-16"
         else:
             digital, fmt = _read_wfdb_digital(folder, h, n, display), "wfdb"
+            if all(s.spf == 1 for s in h.signals):
+                digital = np.stack(digital)
         signal, fs, extra = _one_rate(_physical(digital, h), h, float(fs), display)
         names = [s.name for s in h.signals]
         units = [s.units for s in h.signals]
