@@ -233,3 +233,18 @@ def test_probe_cli_missing_test_features_need_allow_missing(features, tmp_path, 
     code, out, err = _probe(monkeypatch, capsys, *args, "--allow-missing")
     assert code == 0, err
     assert json.loads(out)["features"]["n_missing"] == 1
+
+
+def test_zeroshot_results_carry_the_provenance(model):
+    from ecgtext.inference.zeroshot import run_zeroshot
+
+    labels = json.loads((CONFORMANCE / "labels_code15.json").read_text())
+    out = list(run_zeroshot(RECORDS[:2], str(TINY_DIR), labels, precision="fp32"))
+    rows = [r.to_dict() for r in out]
+    assert all(Provenance.from_dict(d["provenance"], "row") == Provenance.from_dict(rows[0]["provenance"], "row")
+               for d in rows)
+    prov = rows[0]["provenance"]
+    assert prov["precision"] == "fp32" and prov["device_type"] == "cpu"
+    assert prov["weights_sha256"] == model_identity(TINY_DIR).weights_sha256
+    assert prov["model_source"] == str(TINY_DIR) and prov["preprocess"]["window"] == model.config.preprocess.window
+    json.dumps(rows, allow_nan=False)  # valid JSON, line by line

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ecgtext.io import ReadOptions
     from ecgtext.model.dbeta import DBeta
 
+logger = logging.getLogger(__name__)
 SCORES = ("raw", "cosine", "softmax")
 CACHE_FORMAT = 1  # bump when the cached content or key changes meaning
 
@@ -177,6 +179,7 @@ class ZeroShotResult:
     duration_s: float | None = None
     missing_leads: list[str] = field(default_factory=list)
     flat_leads: list[str] = field(default_factory=list)
+    provenance: dict | None = None  # Provenance.to_dict() of the run (shared by all its results)
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` best (code, score), best first."""
@@ -198,6 +201,8 @@ class ZeroShotResult:
         d["windows"] = self.n_windows
         d["fs"] = self.source_fs
         d["missing_leads"] = list(self.missing_leads)
+        if self.provenance is not None:
+            d["provenance"] = self.provenance
         return d
 
 
@@ -239,21 +244,31 @@ def run_zeroshot(paths: Sequence[str], model: "DBeta | str | os.PathLike", label
     (mean of its window scores) or, with ``per_window``, one per window; a record
     that cannot be read yields its :class:`InputError` in place."""
     from ecgtext.inference.engine import iter_features, resolve_device
+    from ecgtext.inference.provenance import provenance_for
 
     score(np.zeros((1, 1)), np.zeros((1, 1)), how, temperature)  # validate before any loading
     dev = resolve_device(device)
     net, text = _prepare_run(model, labels, lowercase, use_cache, dev)
     if text.shape[1] != net.embed_dim:
         raise ConfigError(f"label features have size {text.shape[1]}, the model's ECG features {net.embed_dim}")
+    prov = provenance_for(net, device=dev, precision=precision, stride=stride, min_coverage=min_coverage,
+                          source=model if isinstance(model, (str, os.PathLike)) else None)
+    logger.info("zero-shot with %s on %s, precision %s, %d labels", prov.model_id, dev, prov.precision,
+                len(labels))
+    prov_dict = prov.to_dict()
     codes = list(labels)
     for r in iter_features(paths, net, read_options, batch_size=batch_size, num_workers=num_workers,
                            device=dev, precision=precision, stride=stride, min_coverage=min_coverage):
         if isinstance(r, InputError):
             yield r
             continue
+        if not np.isfinite(r.features).all():  # never scored: NaN scores would look like results
+            yield InputError(r.path, "the model gave non-finite features (NaN or infinity) for this record",
+                             field="embedding")
+            continue
         s = score(r.features, text, how, temperature)  # (W, K)
         common = dict(path=r.path, n_windows=r.n_windows, source_fs=r.source_fs, duration_s=r.duration_s,
-                      missing_leads=r.missing_leads, flat_leads=r.flat_leads)
+                      missing_leads=r.missing_leads, flat_leads=r.flat_leads, provenance=prov_dict)
         if per_window:
             for w in range(r.n_windows):
                 yield ZeroShotResult(scores=dict(zip(codes, map(float, s[w]))), window=w,
