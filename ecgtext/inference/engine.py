@@ -71,9 +71,11 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise E.ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+        raise E.ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto", field="device",
+                            value=str(device), option="device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise E.ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        raise E.ConfigError(f"device {device!r} requested but CUDA is not available; use the CPU",
+                            field="device", value=str(device), option="device")
     return dev
 
 
