@@ -8,7 +8,8 @@ own costs are what differ between engines; ``--model`` for another). Each engine
 (the local engine reports records one by one, Ray per part file), giving
 
     total    = records / wall time (start-up included: actors, model loading, output scan)
-    steady   = records after the first / time from the first finished record to the last
+    steady   = slope of records finished against time (least squares, one point per group
+               finishing together: a model batch locally, a part file on Ray)
     overhead = 1/steady(Ray, 1 actor) - 1/steady(local)      (seconds per record)
 
 Ray runs on one local instance started once (its start-up is printed apart), with
@@ -17,7 +18,7 @@ half a CPU so a read task still fits on a 2-CPU machine. A warm-up run of the lo
 engine comes first. One run, one machine: compare the ratios; absolute figures drift
 with the machine's load (printed).
 
-Run: ``python benchmarks/bench_ray.py [--records 96] [--per-part 8] [--model DIR]``
+Run: ``python benchmarks/bench_ray.py [--records 192] [--per-part 8] [--batch-size 8] [--model DIR]``
 """
 
 from __future__ import annotations
@@ -78,20 +79,25 @@ class Clock:
         self.done.append(time.perf_counter())
 
     def figures(self, n: int) -> tuple[float, float, float]:
-        """(total records/s, steady records/s, fixed s)."""
-        wall = self.done[-1] - self.t0
-        first = self.done[0]
-        later = sum(1 for t in self.done if t > first)
-        steady = later / (self.done[-1] - first) if later else float("nan")
+        """(total records/s, steady records/s, fixed s): steady is the least-squares slope of
+        records finished against time, one point per group of records finishing together."""
+        import numpy as np
+
+        t = np.asarray(self.done) - self.t0
+        count = np.arange(1, len(t) + 1)
+        last = np.r_[t[1:] != t[:-1], True]
+        steady = float(np.polyfit(t[last], count[last], 1)[0]) if last.sum() > 2 else float("nan")
+        wall = t[-1]
         return n / wall, steady, wall - n / steady
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--records", type=int, default=96)
+    ap.add_argument("--records", type=int, default=192)
     ap.add_argument("--model", default=str(REPO / "tests" / "data" / "conformance" / "dbeta-tiny"))
     ap.add_argument("--ray-cpus", type=int, default=os.cpu_count())
     ap.add_argument("--per-part", type=int, default=8, help="records per Ray part file / actor batch")
+    ap.add_argument("--batch-size", type=int, default=8, help="windows per model batch (all engines)")
     args = ap.parse_args()
 
     from ecgtext.inference.embed import run_embed
@@ -108,7 +114,8 @@ def main() -> None:
         run_embed(paths[:2], args.model, tmp / "warm.parquet", num_workers=0)  # imports, caches
 
         clock = Clock()
-        s = run_embed(paths, args.model, tmp / "local.parquet", num_workers=0, on_record=clock)
+        s = run_embed(paths, args.model, tmp / "local.parquet", num_workers=0, batch_size=args.batch_size,
+                      on_record=clock)
         assert s.written == n, s
         results["local"] = clock.figures(n)
 
@@ -119,14 +126,16 @@ def main() -> None:
             opts = RayOptions(num_actors=actors, actor_cpus=1.0 if actors == 1 else 0.5,
                               records_per_part=args.per_part)
             clock = Clock()
-            s = run_embed_ray(paths, args.model, tmp / f"ray{actors}", options=opts, on_record=clock)
+            s = run_embed_ray(paths, args.model, tmp / f"ray{actors}", options=opts, batch_size=args.batch_size,
+                              on_record=clock)
             assert s.written == n, s
             results[f"ray, {actors} actor{'s' if actors > 1 else ''}"] = clock.figures(n)
         import ray
 
         ray.shutdown()
 
-    print(f"{n} records, model {Path(args.model).name}, load average at end: {os.getloadavg()[0]:.1f}")
+    print(f"{n} records, model {Path(args.model).name}, {args.batch_size} windows per model batch, "
+          f"{args.per_part} records per Ray part; load average at end: {os.getloadavg()[0]:.1f}")
     print(f"{'engine':<16} {'total rec/s':>11} {'steady rec/s':>12} {'fixed s':>8}")
     for name, (total, steady, fixed) in results.items():
         print(f"{name:<16} {total:>11.1f} {steady:>12.1f} {fixed:>8.1f}")

@@ -27,6 +27,7 @@ appending with any of them different is refused.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -415,7 +416,7 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
         keys = [it for it in todo if isinstance(it, str)]
         stream = iter_features(keys, net, read_options, batch_size=batch_size, num_workers=num_workers,
                                device=dev, precision=precision, stride=stride, min_coverage=min_coverage)
-        for r in [*early, *stream]:
+        for r in itertools.chain(early, stream):  # streamed: rows flush while the model runs
             if not isinstance(r, EcgTextError) and not np.isfinite(r.features).all():
                 # never written: a NaN row would poison every mean, search and probe downstream
                 r = InputError(r.path, "the model gave non-finite features (NaN or infinity) for this "
