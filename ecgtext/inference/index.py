@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -416,11 +415,10 @@ def build_index(source: str | os.PathLike, out_dir: str | os.PathLike,
         params = ivfpq_params(n, dim, opts)
     metrics = opts.metrics if kind != "numpy" else ()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from ecgtext.fsutil import _make_temp_dir  # same-folder temp dir: the final rename is atomic
+    from ecgtext.fsutil import atomic_dir
 
-    tmp = _make_temp_dir(out)
-    try:
+    # built next to ``out`` and swapped in: an existing index survives any failure (and the umask applies)
+    with atomic_dir(out) as tmp:
         feats = np.lib.format.open_memmap(tmp / FEATURES_FILE, mode="w+", dtype=np.float32, shape=(n, dim))
         for off, X in _iter_batches(ds, emb, src):
             if X.shape[1] != dim:
@@ -443,12 +441,6 @@ def build_index(source: str | os.PathLike, out_dir: str | os.PathLike,
                 "params": params, "memory_budget": int(opts.memory_budget), "flat_max": int(opts.flat_max),
                 "source": os.path.abspath(src), "embedding_column": emb, "embeddings": meta}
         (tmp / META_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     logger.info("%s: %s index of %d x %d vectors (%s), %.1f MB", out, kind, n, dim, ",".join(metrics) or "numpy",
                 size / 1e6)
