@@ -82,10 +82,17 @@ LayoutOption = Annotated[Optional[str], typer.Option(
     help="Array axis order: leads-first or samples-first (guessed only when unambiguous).")]
 InputFormatOption = Annotated[Optional[str], typer.Option(
     "--input-format", rich_help_panel=PANEL,
-    help="Force a reader: wfdb, mat, hdf5, npy or csv (default: from the file extension).")]
+    help="Force a reader: wfdb, mat, hdf5, npy, csv, muse (GE MUSE XML), philips (Philips Sierra/PageWriter "
+         "XML), aecg (HL7 aECG), dicom, scp (SCP-ECG), ishne (ISHNE Holter) or edf (EDF/EDF+/BDF). "
+         "Default: from the file's content and extension.")]
 IgnoreUnknownLeadsOption = Annotated[bool, typer.Option(
     "--ignore-unknown-leads", rich_help_panel=PANEL,
     help="Drop channels with unrecognised names instead of failing.")]
+IncludeIdentifiersOption = Annotated[bool, typer.Option(
+    "--include-identifiers", rich_help_panel=PANEL,
+    help="Read patient names, IDs and birth dates from clinical files (MUSE, Philips, aECG, DICOM, "
+         "SCP-ECG, ISHNE, EDF+) into the record's metadata (meta[\"patient\"]). Off by default: "
+         "they never reach metadata, outputs, logs or messages.")]
 MinCoverageOption = Annotated[float, typer.Option(
     "--min-coverage", min=0.0, max=1.0, rich_help_panel=PANEL,
     help="Reject records shorter than this fraction of the model's window (0 accepts any length).")]
@@ -100,6 +107,7 @@ _PARAMS: list[tuple[str, Any, Any]] = [
     ("layout", LayoutOption, None),
     ("input_format", InputFormatOption, None),
     ("ignore_unknown_leads", IgnoreUnknownLeadsOption, False),
+    ("include_identifiers", IncludeIdentifiersOption, False),
 ]
 READ_OPTION_NAMES = tuple(name for name, _, _ in _PARAMS)
 
@@ -107,7 +115,8 @@ READ_OPTION_NAMES = tuple(name for name, _, _ in _PARAMS)
 def read_options(fs: float | None = None, leads: str | None = None, units: str | None = None,
                  gain: float | None = None, lead_map: list[str] | None = None,
                  mat_key: str | None = None, layout: str | None = None,
-                 input_format: str | None = None, ignore_unknown_leads: bool = False) -> "ReadOptions":
+                 input_format: str | None = None, ignore_unknown_leads: bool = False,
+                 include_identifiers: bool = False) -> "ReadOptions":
     """Build :class:`~ecgtext.io.ReadOptions` from the option values.
 
     Invalid values (``--units furlongs``, ``--lead-map foo``) raise
@@ -118,7 +127,8 @@ def read_options(fs: float | None = None, leads: str | None = None, units: str |
 
     return ReadOptions(fs=fs, leads=leads, units=units, gain=gain,
                        lead_map=parse_lead_map(lead_map or []), mat_key=mat_key, layout=layout,
-                       format=input_format, ignore_unknown_leads=ignore_unknown_leads)
+                       format=input_format, ignore_unknown_leads=ignore_unknown_leads,
+                       include_identifiers=include_identifiers)
 
 
 def with_read_options(func: Callable[..., Any]) -> Callable[..., Any]:
