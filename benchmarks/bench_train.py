@@ -41,7 +41,7 @@ def load_records(n: int, pre) -> torch.Tensor:
 
 def time_steps(model, device: torch.device, batch: int, steps: int, precision: str) -> dict:
     from ecgtext.pretrain.data import MlmMasker
-    from ecgtext.pretrain.trainer import Objective
+    from ecgtext.pretrain.objective import Objective
 
     mcfg = model.config.model
     masker = MlmMasker(model.tokenizer, mcfg.max_text_size)
@@ -94,7 +94,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from ecgtext.model.loading import build_model
-    from ecgtext.pretrain.trainer import _arch_config
+    from ecgtext.pretrain.setup import _arch_config
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
