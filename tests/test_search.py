@@ -12,13 +12,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import TESTDATA, TINY_DIR
 from typer.testing import CliRunner
 
-from conftest import TESTDATA, TINY_DIR
-from ecgtext.inference.index import (IndexFileError, IndexOptions, ModelMismatchError, build_index,
-                                     faiss_available, open_embeddings)
-from ecgtext.inference.search import (QueryError, SearchOptions, ecg_features, exact_search, read_query_file,
-                                      search, text_features)
+from ecgtext.inference.index import (
+    IndexFileError,
+    IndexOptions,
+    ModelMismatchError,
+    build_index,
+    faiss_available,
+    open_embeddings,
+)
+from ecgtext.inference.search import (
+    QueryError,
+    SearchOptions,
+    ecg_features,
+    exact_search,
+    read_query_file,
+    search,
+    text_features,
+)
 from ecgtext.inference.zeroshot import score
 
 RECORDS = [str(TESTDATA / "ptbxl" / f"{i:05d}_hr.hea") for i in (1, 2, 3, 4)]
@@ -124,7 +137,6 @@ def report_set(tmp_path_factory):
 
 
 def test_text_embeddings_as_data(report_set):
-    from ecgtext.model.dbeta import DBeta  # noqa: F401
     from ecgtext.hub.load import load_model
 
     t = pq.read_table(report_set)
@@ -220,7 +232,7 @@ def test_ivfpq_candidates_rescored_exactly(tmp_path, features):
     rng = np.random.default_rng(1)
     X = np.concatenate([features + 0.05 * rng.normal(size=features.shape).astype(np.float32) for _ in range(10)])
     src = write_set(tmp_path / "many.parquet", X, tiny_meta())
-    s = build_index(src, tmp_path / "ivf", IndexOptions(kind="ivfpq", nlist=32, pq_m=16))
+    s = build_index(src, tmp_path / "ivf", IndexOptions(kind="ivfpq", nlist=32, pq_m=16, threads=1))
     assert s.kind == "ivfpq" and s.params["nlist"] == 32
     es = open_embeddings(s.out)
     Q = text_features(TINY_DIR, QUERIES)

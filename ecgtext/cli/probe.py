@@ -39,6 +39,10 @@ class Missing(str, enum.Enum):
     keep = "keep"
 
 
+class Baseline(str, enum.Enum):
+    random = "random"
+
+
 class Fmt(str, enum.Enum):
     table = "table"
     json = "json"
@@ -56,7 +60,9 @@ def command(
         help="Dataset layout: ptbxl, cinc (PhysioNet/CinC .hea+.mat with '# Dx:'), code15 (CODE-test), "
              "generic (CSV/Parquet manifest).")] = None,
     task: Annotated[Optional[str], typer.Option(
-        "--task", "-t", rich_help_panel=DATA, help="PTB-XL task: super, sub, form or rhythm.")] = None,
+        "--task", "-t", rich_help_panel=DATA,
+        help="PTB-XL task: super, sub, form or rhythm; or retrieval: ECG <-> report R@1/5/10 and ranks on the "
+             "test split (ptbxl, or a generic manifest with a report column).")] = None,
     rate: Annotated[int, typer.Option("--rate", rich_help_panel=DATA,
                                       help="PTB-XL records to use: 500 or 100 Hz.")] = 500,
     classes: Annotated[str, typer.Option(
@@ -78,6 +84,8 @@ def command(
     label_column: Annotated[Optional[str], typer.Option(
         "--label-column", rich_help_panel=DATA,
         help="generic: one column of labels, several joined by ';'.")] = None,
+    report_column: Annotated[str, typer.Option(
+        "--report-column", rich_help_panel=DATA, help="generic, --task retrieval: the column holding reports.")] = "report",
     label_columns: Annotated[Optional[str], typer.Option(
         "--label-columns", rich_help_panel=DATA,
         help="generic: 0/1 class columns, 'A,B,C' or a range 'A:C' (default: every 0/1 column).")] = None,
@@ -114,6 +122,12 @@ def command(
         "--labels", rich_help_panel=PROTO,
         help="Zero-shot label set: built-in name or JSON file {code: description}. "
              "Default: ptbxl-<task>, cpsc2018 / code15 where they fit.")] = None,
+    baseline: Annotated[Optional[Baseline], typer.Option(
+        "--baseline", rich_help_panel=PROTO,
+        help="Also run the same protocol with the same architecture at a seeded random initialisation; "
+             "report both and their difference per class and macro.", show_default=False)] = None,
+    baseline_seed: Annotated[int, typer.Option(
+        "--baseline-seed", rich_help_panel=PROTO, help="Seed of the random initialisation.")] = 0,
     predict: Annotated[bool, typer.Option(
         "--predict", rich_help_panel=OUT, hidden=True,
         help="Classify the ECG files given as INPUTS with a saved head (--head-dir).")] = False,
@@ -159,6 +173,8 @@ def command(
 
       ecgtext probe /data/ptb-xl -d ptbxl -t rhythm --zeroshot
 
+      ecgtext probe /data/ptb-xl -d ptbxl -t retrieval --baseline random
+
       ecgtext predict --head-dir head/ rec1.hea rec2.hea   (apply a saved head)
     """
     from ..errors import ConfigError
@@ -181,6 +197,22 @@ def command(
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
         raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    common = dict(read_options=read_options, num_workers=num_workers, device=device, precision=precision.value)
+    if task == "retrieval":
+        from ecgtext.evaluation.retrieval import load_report_pairs, run_retrieval_evaluation
+
+        pairs = load_report_pairs(dataset.value, inputs, rate=rate, path_column=path_column,
+                                  report_column=report_column, data_root=None if data_root is None else str(data_root))
+        out = out_dir if out_dir is not None else Path("probe-results") / f"{pairs.name}-retrieval"
+        if baseline is not None:
+            from ecgtext.evaluation.baseline import retrieval_with_baseline
+
+            report = retrieval_with_baseline(pairs, model or "dbeta-base", seed=baseline_seed, out_dir=out,
+                                             batch_size=embed_batch_size, **common)
+        else:
+            report = run_retrieval_evaluation(pairs, model or "dbeta-base", out_dir=out,
+                                              batch_size=embed_batch_size, **common)
+        return _render(report, fmt)
     from ecgtext.evaluation.datasets.options import (
         DatasetOptions,
         default_label_set,
@@ -195,7 +227,21 @@ def command(
     mode = "zeroshot" if zeroshot else f"linear-{100 * fraction:g}pct"
     out = out_dir if out_dir is not None else Path("probe-results") / "-".join(
         x for x in (ds.name, ds.task, mode) if x)
-    common = dict(read_options=read_options, num_workers=num_workers, device=device, precision=precision.value)
+    if baseline is not None:
+        from ecgtext.evaluation import baseline as base
+
+        if zeroshot:
+            report = base.zeroshot_with_baseline(ds, model or "dbeta-base", labels or default_label_set(ds, classes),
+                                                 features=features, seed=baseline_seed, out_dir=out,
+                                                 batch_size=embed_batch_size, **common)
+        else:
+            from ecgtext.evaluation.probe import ProbeConfig
+
+            cfg = ProbeConfig(fraction=fraction, seeds=seed_list, head=head.value, epochs=epochs, lr=lr,
+                              batch_size=batch_size, weight_decay=weight_decay, missing_class=missing_class.value)
+            report = base.probe_with_baseline(ds, cfg, model_source=model, features=features, seed=baseline_seed,
+                                              out_dir=out, embed_batch_size=embed_batch_size, **common)
+        return _render(report, fmt)
     if zeroshot:
         from ecgtext.evaluation.zeroshot import run_zeroshot_evaluation
 
@@ -215,6 +261,58 @@ def command(
         typer.echo(json.dumps(report, indent=None if fmt is Fmt.jsonl else 2))
     else:
         _print_report(report)
+
+
+def _render(report: dict, fmt: Fmt) -> None:
+    """Reports of --task retrieval and --baseline: JSON, or a table per result plus the differences."""
+    for part in (report.get("pretrained"), report.get("random")) if "pretrained" in report else (report,):
+        _errors(part.get("features", {}))
+    if fmt in (Fmt.json, Fmt.jsonl):
+        typer.echo(json.dumps(report, indent=None if fmt is Fmt.jsonl else 2))
+        return
+    parts = [("pretrained", report["pretrained"]), ("random init", report["random"])] if "pretrained" in report \
+        else [("", report)]
+    for label, r in parts:
+        if label:
+            typer.echo(f"== {label}")
+        if r["mode"] == "retrieval":
+            _print_retrieval(r)
+        else:
+            _print_report(r)
+    if "difference" in report:
+        d = report["difference"]
+        if report["mode"] == "retrieval":
+            for direction in ("ecg_to_text", "text_to_ecg"):
+                typer.echo(f"pretrained - random, {direction}: " + ", ".join(
+                    f"{k} {v:+.3f}" for k, v in d[direction].items() if v is not None))
+        else:
+            per = ", ".join(f"{c} {100 * v['auroc']:+.2f}" for c, v in d["per_class"].items()
+                            if v.get("auroc") is not None)
+            macro = d.get("macro_auroc")
+            typer.echo(f"pretrained - random, AUROC points: macro {'-' if macro is None else f'{100 * macro:+.2f}'}"
+                       f"; per class: {per}")
+
+
+def _print_retrieval(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    model = (r.get("model") or {}).get("id") or (r.get("model") or {}).get("name") or "?"
+    console = Console()
+    console.print(f"retrieval {r['dataset']}, {r['split']} split, N = {r['n_candidates']} candidates "
+                  f"({r['n_distinct_reports']} distinct reports), score {r['score']}, model {model}", highlight=False)
+    t = Table()
+    t.add_column("direction")
+    for k in ("R@1", "R@5", "R@10"):
+        t.add_column(f"{k} %", justify="right")
+    t.add_column("median rank", justify="right")
+    t.add_column("mean rank", justify="right")
+    for direction in ("ecg_to_text", "text_to_ecg"):
+        v = r[direction]
+        t.add_row(direction.replace("_to_", " -> "), *[_pct(v[k]) for k in ("R@1", "R@5", "R@10")],
+                  f"{v['median_rank']:g}", f"{v['mean_rank']:.1f}")
+    t.add_row("chance", *[_pct(r["chance"][k]) for k in ("R@1", "R@5", "R@10")], "", "", style="dim")
+    console.print(t)
 
 
 def _errors(feat_report: dict) -> None:

@@ -89,6 +89,7 @@ class IndexOptions:
     rerank: int = 10  # IVF-PQ: candidates re-scored exactly = rerank * k
     train_size: int | None = None  # vectors to train IVF-PQ on; None: min(N, 64 nlist)
     seed: int = 0
+    threads: int | None = None  # FAISS (OpenMP) threads while building; None: FAISS's default (all cores)
     overwrite: bool = False
 
     def __post_init__(self):
@@ -432,7 +433,7 @@ def build_index(source: str | os.PathLike, out_dir: str | os.PathLike,
         rows = ds.to_table(columns=[c for c in ds.schema.names if c != emb])
         pq.write_table(rows, tmp / ROWS_FILE)
         for metric in metrics:
-            _write_faiss(X, tmp / f"{metric}.faiss", kind, metric, params)
+            _write_faiss(X, tmp / f"{metric}.faiss", kind, metric, params, opts.threads)
         del X
         modality = meta.get("modality") or ("text" if "text" in rows.column_names and "path"
                                             not in rows.column_names else "ecg")
@@ -456,9 +457,20 @@ def normalise_rows(X: np.ndarray) -> np.ndarray:
 
 
 def _write_faiss(X: np.ndarray, path: Path, kind: str, metric: str, params: dict[str, Any],
-                 block: int = 65536) -> None:
+                 threads: int | None = None, block: int = 65536) -> None:
     import faiss
 
+    before = faiss.omp_get_max_threads()
+    if threads:  # OpenMP threads spin while they wait: on a busy machine fewer can be much faster
+        faiss.omp_set_num_threads(int(threads))
+    try:
+        _build_faiss(faiss, X, path, kind, metric, params, block)
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _build_faiss(faiss, X: np.ndarray, path: Path, kind: str, metric: str, params: dict[str, Any],
+                 block: int) -> None:
     n, dim = X.shape
     prep = normalise_rows if metric == "cosine" else (lambda a: np.ascontiguousarray(a, dtype=np.float32))
     if kind == "flat":
@@ -466,6 +478,9 @@ def _write_faiss(X: np.ndarray, path: Path, kind: str, metric: str, params: dict
     else:
         index = faiss.index_factory(dim, f"IVF{params['nlist']},PQ{params['m']}x{params['nbits']}",
                                     faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.downcast_index(index)
+        if hasattr(ivf, "do_polysemous_training"):
+            ivf.do_polysemous_training = False  # Hamming-order codes: minutes of annealing, unused here
         rng = np.random.default_rng(params["seed"])
         take = np.sort(rng.choice(n, size=params["train_size"], replace=False))
         index.train(prep(X[take]))

@@ -227,8 +227,8 @@ def check_model(es: EmbeddingSet, model_dir: str | os.PathLike):
 
 def resolve_search_model(es: EmbeddingSet, model: "str | os.PathLike | DBeta | None"):
     """The model directory to embed queries with: ``model``, else the one the set records; checked."""
-    from ecgtext.model.dbeta import DBeta
     from ecgtext.hub.load import resolve_source
+    from ecgtext.model.dbeta import DBeta
 
     if isinstance(model, DBeta):
         if model.model_dir is None:
@@ -298,10 +298,10 @@ def _hits(es: EmbeddingSet, queries: Sequence[str], S: np.ndarray, I: np.ndarray
     for qi, q in enumerate(queries):
         for rank, (s, r) in enumerate(zip(S[qi], I[qi]), start=1):
             j = pos[int(r)]
-            get = lambda c: cols[c][j] if c in cols else None  # noqa: E731
+            at = {c: v[j] for c, v in cols.items()}
             out.append(Hit(query=q, rank=rank, row=int(r), score=float(s), score_name=score_name,
-                           path=get("path"), window=get("window"), start_s=get("start_s"), text=get("text"),
-                           extra={c: cols[c][j] for c in want}))
+                           path=at.get("path"), window=at.get("window"), start_s=at.get("start_s"),
+                           text=at.get("text"), extra={c: at[c] for c in want}))
     return out
 
 

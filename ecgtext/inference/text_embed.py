@@ -95,10 +95,10 @@ def run_embed_texts(table: str | os.PathLike, model: "DBeta | str | os.PathLike"
     import torch
 
     from ecgtext.fsutil import atomic_path
+    from ecgtext.hub.load import load_model
     from ecgtext.inference.embed import META_KEY
     from ecgtext.inference.engine import resolve_device
     from ecgtext.model.dbeta import DBeta
-    from ecgtext.hub.load import load_model
 
     out = Path(out)
     if out.exists() and not overwrite:
