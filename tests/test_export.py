@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import CONFORMANCE, TESTDATA, TINY_DIR
 from typer.testing import CliRunner
 
-from conftest import CONFORMANCE, TESTDATA, TINY_DIR
 from ecgtext.cli import app
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime (ecgtext[onnx]) not installed")

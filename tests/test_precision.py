@@ -9,8 +9,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-
 from conftest import CONFORMANCE, TINY_DIR, shared_data
+
 from ecgtext.errors import ConfigError
 from ecgtext.inference.engine import embed_paths, load_ecg_model
 from ecgtext.model import precision as P
