@@ -203,6 +203,15 @@ def test_both_paths_give_the_known_values(data):
             np.testing.assert_allclose(ecg.signal, built.expected.astype(np.float32),
                                        rtol=2e-6, atol=2e-6 * np.nanmax(np.abs(built.expected)),
                                        equal_nan=True)
+        ranged = wfdb_reader.open_wfdb_range(built.hea, ReadOptions())  # bounded-memory reads
+        if ranged is not None:
+            n = built.expected.shape[1]
+            a, b = n // 3, n // 3 + n // 2
+            scale = np.array([{"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}[u.lower()]
+                              for u in ranged.units])[:, None]
+            assert ranged.fs == built.fs and ranged.n_samples == n
+            np.testing.assert_allclose(ranged.read(a, b) * scale, built.expected[:, a:b], rtol=2e-6,
+                                       atol=2e-6 * np.nanmax(np.abs(built.expected)), equal_nan=True)
 
 
 _CLASS_NAME = re.compile(r"\b\w*(Error|Exception|Traceback)\b")

@@ -286,8 +286,10 @@ def _read_fast(folder: str, h: _Header, n: int) -> np.ndarray:
     return out
 
 
-def _read_wfdb_digital(folder: str, h: _Header, n: int, display: str) -> list[np.ndarray]:
-    """Digital samples per channel (``n * samples_per_frame`` each) via wfdb's segment decoder."""
+def _read_wfdb_digital(folder: str, h: _Header, n: int, display: str, start: int = 0,
+                       stop: int | None = None) -> list[np.ndarray]:
+    """Digital samples per channel (frames ``start:stop`` of ``n``, times samples per frame)
+    via wfdb's segment decoder."""
     from wfdb.io import _signal  # wfdb.rdrecord's own decoder, given only our validated fields
 
     sig = h.signals
@@ -297,7 +299,8 @@ def _read_wfdb_digital(folder: str, h: _Header, n: int, display: str) -> list[np
             fmt=[s.fmt for s in sig], n_sig=h.n_sig, sig_len=n,
             byte_offset=[s.byte_offset for s in sig], samps_per_frame=[s.spf for s in sig],
             skew=[s.skew for s in sig], init_value=[s.init_value for s in sig],
-            sampfrom=0, sampto=n, channels=list(range(h.n_sig)), ignore_skew=False, return_res=64)
+            sampfrom=start, sampto=n if stop is None else stop, channels=list(range(h.n_sig)),
+            ignore_skew=False, return_res=64)
     except EcgTextError:
         raise
     except MemoryError:
@@ -438,6 +441,100 @@ def parse_comments(comments: list[str]) -> dict[str, Any]:
 FAST_FORMAT_16 = True
 
 
+def _open(display: str, options: ReadOptions) -> tuple[_Header, str, str, float]:
+    """(validated header, its encoding, its folder, the sampling rate to use)."""
+    hea = header_path(display)
+    text, encoding = decode_header(_read_header(hea, display))
+    h = parse_header(text, display)
+    for s in h.signals:  # the file name's bytes as written, as the OS spells them
+        s.file_name = os.fsdecode(s.file_name.encode(encoding, "surrogateescape"))
+    fs_source = "the header"
+    fs = h.fs
+    if fs is None:
+        if options.fs is None:
+            raise SignalError(display, "the WFDB header does not state a sampling rate; give it (Hz)",
+                              field="sampling rate", option="fs")
+        fs, fs_source = options.fs, "the options"
+    return h, encoding, hea, check_fs(fs, display, fs_source)
+
+
+def _names(h: _Header, options: ReadOptions, display: str) -> list[str]:
+    names = [s.name for s in h.signals]
+    if any(not nm for nm in names):
+        if options.leads is not None and len(options.leads) == len(names):
+            return list(options.leads)
+        missing = ", ".join(str(i + 1) for i, nm in enumerate(names) if not nm)
+        raise LeadError(display, f"the header gives no lead name (description) for signal(s) "
+                                 f"{missing}; give the lead names in file order",
+                        field="lead names", option="leads")
+    return names
+
+
+def _meta(h: _Header, encoding: str, fmt: str, units: list[str], options: ReadOptions) -> dict[str, Any]:
+    meta = parse_comments(h.comments)
+    meta["format"] = fmt
+    meta["header_encoding"] = encoding
+    units_known = all(mv_per_unit(u) is not None for u in units)
+    ignored = [n for n, v in (("fs", options.fs if h.fs is not None else None),
+                              ("leads", options.leads if all(s.name for s in h.signals) else None),
+                              ("units", options.units if units_known else None)) if v is not None]
+    if ignored:
+        meta["options_ignored"] = ignored  # the header states these
+    return meta
+
+
+@dataclass
+class WfdbRange:
+    """A single-segment, one-rate WFDB record opened for range reads (nothing read yet).
+
+    ``read(start, stop)`` returns ``(channels, stop - start)`` float64 physical
+    values in the header's ``units`` (invalid samples NaN), decoded exactly as
+    :func:`read_wfdb` decodes them; ``fs`` and the rest come from the same header
+    grammar and checks.
+    """
+
+    fs: float
+    names: list[str]
+    units: list[str]
+    n_samples: int
+    meta: dict[str, Any]
+    read: Any  # Callable[[int, int], np.ndarray]
+
+
+def open_wfdb_range(path: str, options: ReadOptions) -> WfdbRange | None:
+    """Open a WFDB record for bounded-memory range reads; ``None`` for multi-segment or
+    multi-frequency records (read those whole with :func:`read_wfdb`). Header problems
+    raise the same errors as :func:`read_wfdb`."""
+    display = str(path)
+    h, encoding, hea, fs = _open(display, options)
+    if h.n_seg is not None or any(s.spf != 1 for s in h.signals):
+        return None
+    folder = os.path.dirname(hea)
+    n = _frames_available(h, folder, display)
+    if n == 0:
+        raise SignalError(display, "zero-length signal (the header declares 0 samples)")
+    names = _names(h, options, display)
+    simple = all(s.fmt == "16" and s.skew == 0 for s in h.signals) and FAST_FORMAT_16
+    groups = _file_groups(h)
+
+    def read(start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, int(start)), min(n, int(stop))
+        count = max(0, stop - start)
+        if simple:
+            digital = np.empty((h.n_sig, count), dtype="<i2")
+            for name, ch in groups.items():
+                raw = np.fromfile(os.path.join(folder, name), dtype="<i2", count=count * len(ch),
+                                  offset=h.signals[ch[0]].byte_offset + 2 * len(ch) * start)
+                digital[ch] = raw.reshape(count, len(ch)).T
+        else:
+            digital = np.stack(_read_wfdb_digital(folder, h, n, display, start, stop))
+        return _physical(digital, h)
+
+    units = [s.units for s in h.signals]
+    return WfdbRange(fs=fs, names=names, units=units, n_samples=n,
+                     meta=_meta(h, encoding, "wfdb-16" if simple else "wfdb", units, options), read=read)
+
+
 def read_wfdb(path: str, options: ReadOptions) -> Ecg:
     """Read one WFDB record given its ``.hea``, a signal file, or the record name.
 
@@ -449,21 +546,8 @@ def read_wfdb(path: str, options: ReadOptions) -> Ecg:
     do not know, and ``leads`` for channels without a description.
     """
     display = str(path)
-    hea = header_path(display)
-    data = _read_header(hea, display)
-    text, encoding = decode_header(data)
-    h = parse_header(text, display)
-    for s in h.signals:  # the file name's bytes as written, as the OS spells them
-        s.file_name = os.fsdecode(s.file_name.encode(encoding, "surrogateescape"))
+    h, encoding, hea, fs = _open(display, options)
     folder = os.path.dirname(hea)
-    fs_source = "the header"
-    fs = h.fs
-    if fs is None:
-        if options.fs is None:
-            raise SignalError(display, "the WFDB header does not state a sampling rate; give it (Hz)",
-                              field="sampling rate", option="fs")
-        fs, fs_source = options.fs, "the options"
-    check_fs(fs, display, fs_source)
     extra: dict[str, Any] = {}
     if h.n_seg is not None:
         signal, rec = _read_multisegment(hea[:-4], h, display)
@@ -482,26 +566,10 @@ def read_wfdb(path: str, options: ReadOptions) -> Ecg:
             if all(s.spf == 1 for s in h.signals):
                 digital = np.stack(digital)
         signal, fs, extra = _one_rate(_physical(digital, h), h, float(fs), display)
-        names = [s.name for s in h.signals]
+        names = _names(h, options, display)
         units = [s.units for s in h.signals]
-        if any(not nm for nm in names):
-            if options.leads is not None and len(options.leads) == len(names):
-                names = list(options.leads)
-            else:
-                missing = ", ".join(str(i + 1) for i, nm in enumerate(names) if not nm)
-                raise LeadError(display, f"the header gives no lead name (description) for signal(s) "
-                                         f"{missing}; give the lead names in file order",
-                                field="lead names", option="leads")
     if signal.shape[1] == 0:
         raise SignalError(display, "zero-length signal (the header declares 0 samples)")
-    meta = parse_comments(h.comments)
-    meta["format"] = fmt
-    meta["header_encoding"] = encoding
+    meta = _meta(h, encoding, fmt, units, options)
     meta.update(extra)
-    units_known = all(mv_per_unit(u) is not None for u in units)
-    ignored = [n for n, v in (("fs", options.fs if h.fs is not None else None),
-                              ("leads", options.leads if all(h_s.name for h_s in h.signals) else None),
-                              ("units", options.units if units_known else None)) if v is not None]
-    if ignored:
-        meta["options_ignored"] = ignored  # the header states these
     return make_ecg(signal, fs, names, display, options, meta, units=units, units_source="file")
