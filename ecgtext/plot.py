@@ -57,6 +57,7 @@ def plot_ecg(ecg: "Ecg", out: str | os.PathLike, top: Sequence[tuple[str, float]
     from matplotlib.ticker import MultipleLocator
 
     from ecgtext.fsutil import atomic_path
+
     from .io.leads import canonical_lead
 
     by_name = {}

@@ -12,7 +12,6 @@ import glob
 from pathlib import Path
 
 import numpy as np
-
 from conftest import SHARED_DATA, TINY_DIR
 
 

@@ -24,13 +24,13 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+from io_helpers import CHAPMAN_MAT, CINC, PTBXL, base_pre
 
 from ecgtext.config import STANDARD_LEADS
 from ecgtext.errors import EcgTextError, display_path
 from ecgtext.io import read_ecg
 from ecgtext.io.resample import resample
 from ecgtext.preprocess import prepare
-from io_helpers import CHAPMAN_MAT, CINC, PTBXL, base_pre
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "conformance" / "dbeta-tiny"

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hub_server import TINY_CHECKPOINT, hub  # noqa: F401  (the fixture)
 
 REPO = "Manhph2211/D-BETA"

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from conftest import CONFORMANCE, REPO, TESTDATA, TINY_DIR, shared_data
 from typer.testing import CliRunner
 
-from conftest import CONFORMANCE, REPO, TESTDATA, TINY_DIR, shared_data
 from ecgtext.cli import app
 from ecgtext.errors import EcgTextError
 

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import TESTDATA, TINY_DIR, shared_data
 from probe_helpers import cinc_paths, features_file, ptbxl_paths, write_code15
 

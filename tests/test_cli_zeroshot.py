@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONFORMANCE, REPO, TESTDATA, TINY_DIR
 from typer.testing import CliRunner
 
-from conftest import CONFORMANCE, REPO, TESTDATA, TINY_DIR
 from ecgtext.cli import app
 from ecgtext.errors import EcgTextError
 

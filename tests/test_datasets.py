@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import TESTDATA, shared_data
 from probe_helpers import write_code15
 
+from ecgtext.errors import DataError
 from ecgtext.evaluation.datasets import load_dataset, read_split_files, stratified_split
 from ecgtext.evaluation.datasets.snomed import EQUIVALENT_CODES, class_name, codes_for_abbreviation, scored_classes
-from ecgtext.errors import DataError
 
 
 # --------------------------------------------------------------------------- PTB-XL

@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import CONFORMANCE, TESTDATA, TINY_DIR
-from ecgtext.inference.embed import output_layout, parse_shard, record_key, run_embed, shard_slice
+
 from ecgtext.errors import ConfigError
+from ecgtext.inference.embed import output_layout, parse_shard, record_key, run_embed, shard_slice
 from ecgtext.inference.engine import load_ecg_model, model_identity
 
 EXPECTED = json.loads((CONFORMANCE / "tiny_records_expected.json").read_text())

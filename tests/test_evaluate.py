@@ -6,14 +6,13 @@ import functools
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
-
 from conftest import TESTDATA, TINY_DIR, shared_data
 from probe_helpers import cinc_paths, features_file, ptbxl_paths, tiny_ecg_model, write_code15
+from sklearn.metrics import roc_auc_score
 
+from ecgtext.errors import ConfigError, DataError
 from ecgtext.evaluation.datasets import load_dataset
 from ecgtext.evaluation.datasets.features import read_feature_parquet
-from ecgtext.errors import ConfigError, DataError
 from ecgtext.evaluation.zeroshot import evaluate_zeroshot, match_descriptions, zeroshot_dataset
 from ecgtext.labels import load_label_set
 

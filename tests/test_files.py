@@ -13,11 +13,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import CONFORMANCE, TESTDATA, TINY_DIR
+from hub_server import TINY_CHECKPOINT, hub  # noqa: F401  (hub: the fixture)
 
 import ecgtext
-from conftest import CONFORMANCE, TESTDATA, TINY_DIR
 from ecgtext.fsutil import atomic_dir, atomic_path, atomic_write_text, replace_dir
-from hub_server import TINY_CHECKPOINT, hub  # noqa: F401  (hub: the fixture)
 
 EXPECTED = json.loads((CONFORMANCE / "tiny_records_expected.json").read_text())
 RECORDS = [str(TESTDATA / r.split("/")[0] / (r.split("/")[-1] + ".hea")) for r in EXPECTED["records"]]

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import CONFORMANCE, TINY_CHECKPOINT, TINY_DIR, hub  # noqa: F401  (hub: the fixture)
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 import ecgtext
 import ecgtext.hub
 from ecgtext.errors import CheckpointMismatchError, ConfigError, HubError, ModelError
-
-from hub_server import CONFORMANCE, TINY_CHECKPOINT, TINY_DIR, hub  # noqa: F401  (hub: the fixture)
 
 REPO = "Manhph2211/D-BETA"
 CKPT = "dbeta_tiny.pt"  # a name we never assume: the code lists the repo and picks it

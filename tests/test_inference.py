@@ -10,11 +10,17 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from conftest import CONFORMANCE, TESTDATA, TINY_DIR
+
 from ecgtext.errors import ConfigError, FormatError, InputError, MissingFileError
-from ecgtext.inference.engine import (RecordFeatures, embed_paths, iter_features, load_ecg_model, model_identity,
-                               resolve_device)
+from ecgtext.inference.engine import (
+    RecordFeatures,
+    embed_paths,
+    iter_features,
+    load_ecg_model,
+    model_identity,
+    resolve_device,
+)
 from ecgtext.io import ReadOptions, read_ecg
 from ecgtext.preprocess import prepare
 

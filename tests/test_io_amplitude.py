@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from io_helpers import PTBXL, base_pre
 
 from ecgtext.errors import SignalError
 from ecgtext.io import Ecg, ReadOptions, read_ecg
 from ecgtext.preprocess import prepare
-from io_helpers import PTBXL, base_pre
 
 
 def _ptbxl_with_units(tmp_path, unit: str, scale: float) -> str:

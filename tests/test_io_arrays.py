@@ -6,12 +6,12 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+from io_helpers import CHAPMAN_MAT, PTBXL, shared_data, standard_pre
 
 from ecgtext.config import STANDARD_LEADS
 from ecgtext.errors import ConfigError, FormatError, LeadError, SignalError
 from ecgtext.io import ReadOptions, read_ecg
 from ecgtext.preprocess import prepare
-from io_helpers import CHAPMAN_MAT, PTBXL, shared_data, standard_pre
 
 CHAPMAN = ReadOptions(fs=500, leads="standard", units="uV")
 

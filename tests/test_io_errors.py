@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from io_helpers import MITBIH_100, PTBXL, standard_pre
 
 from ecgtext.errors import FormatError, InputError, LeadError, MissingFileError, SignalError
 from ecgtext.io import ReadOptions, expand_paths, iter_records, read_ecg
 from ecgtext.preprocess import prepare
-from io_helpers import MITBIH_100, PTBXL, standard_pre
 
 
 def _copy_record(src: Path, dst_dir: Path, name: str) -> Path:

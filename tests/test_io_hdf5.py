@@ -5,13 +5,13 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from io_helpers import PTBXL, standard_pre
 
 from ecgtext.config import STANDARD_LEADS
 from ecgtext.errors import FormatError, MissingFileError, SignalError
 from ecgtext.io import ReadOptions, iter_records, list_records, read_ecg
 from ecgtext.io.resample import resample
 from ecgtext.preprocess import prepare
-from io_helpers import PTBXL, standard_pre
 
 IDS = [1169160, 2873686, 168405, 271011]
 

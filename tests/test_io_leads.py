@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from io_helpers import PTBXL, base_pre
 
 from ecgtext.config import STANDARD_LEADS
 from ecgtext.errors import ConfigError, LeadError
 from ecgtext.io import Ecg, ReadOptions, read_ecg
 from ecgtext.io.leads import canonical_lead, parse_lead_list, parse_lead_map, resolve_leads
 from ecgtext.preprocess import prepare
-from io_helpers import PTBXL, base_pre
 
 
 @pytest.mark.parametrize("raw,canon", [

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import pytest
 import typer
+from io_helpers import CHAPMAN_MAT, MITBIH_100
 from typer.testing import CliRunner
 
 from ecgtext.cli import options as cli_options
@@ -15,7 +16,6 @@ from ecgtext.cli.options import read_options, with_read_options
 from ecgtext.config import STANDARD_LEADS
 from ecgtext.errors import ConfigError
 from ecgtext.io import read_ecg
-from io_helpers import CHAPMAN_MAT, MITBIH_100
 
 
 def _app(seen: list):

@@ -7,11 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+from io_helpers import CHAPMAN_MAT, CINC, PTBXL, shared_data
 
 from ecgtext.errors import FormatError, MissingFileError
 from ecgtext.io import expand_paths
 from ecgtext.io.paths import detect_format
-from io_helpers import CHAPMAN_MAT, CINC, PTBXL, shared_data
 
 
 @pytest.fixture

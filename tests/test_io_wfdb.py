@@ -7,13 +7,12 @@ import shutil
 import numpy as np
 import pytest
 import wfdb
+from io_helpers import CINC, MITBIH_100, PTBXL, TEST01, base_pre, shared_data
 
 from ecgtext.config import STANDARD_LEADS
 from ecgtext.errors import FormatError, LeadError
-from ecgtext.io import ReadOptions, read_ecg
-from ecgtext.io import wfdb_reader
+from ecgtext.io import ReadOptions, read_ecg, wfdb_reader
 from ecgtext.preprocess import prepare
-from io_helpers import CINC, MITBIH_100, PTBXL, TEST01, base_pre, shared_data
 
 
 def wfdb_mv(record: str) -> tuple[np.ndarray, list[str]]:

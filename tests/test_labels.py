@@ -6,8 +6,8 @@ import csv
 import json
 
 import pytest
-
 from conftest import CONFORMANCE, shared_data
+
 from ecgtext.errors import ConfigError, DataError
 from ecgtext.labels import builtin_label_sets, load_label_set, parse_inline_labels
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFORMANCE, REPO, TESTDATA, TINY_DIR
+
 from ecgtext.errors import ConfigError, EcgTextError, InputError
 
 EXPECTED = json.loads((CONFORMANCE / "tiny_records_expected.json").read_text())

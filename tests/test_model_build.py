@@ -7,14 +7,13 @@ import shutil
 
 import pytest
 import torch
+from conftest import CONFORMANCE, TINY_DIR
 
 import ecgtext
 from ecgtext.config import load_preset, parse_conv_layers
 from ecgtext.errors import CheckpointMismatchError, ConfigError, ModelError
 from ecgtext.model.dbeta import pretraining_losses
 from ecgtext.model.loading import build_model, save_model_dir
-
-from conftest import CONFORMANCE, TINY_DIR
 
 
 def _tsv_layout():

@@ -6,13 +6,12 @@ import shutil
 
 import pytest
 import torch
+from conftest import CONFORMANCE, TINY_DIR
 from safetensors.torch import load_file
 
 import ecgtext
 from ecgtext.model import losses as L
 from ecgtext.model.dbeta import pretraining_losses
-
-from conftest import CONFORMANCE, TINY_DIR
 
 EMB_TOL = 1e-4  # embeddings and logits
 SCORE_TOL = 1e-3  # scores and losses

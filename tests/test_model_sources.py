@@ -8,13 +8,12 @@ import threading
 
 import pytest
 import torch
+from hub_server import TINY_CHECKPOINT, TINY_DIR, hub  # noqa: F401  (hub: the fixture)
 
 import ecgtext
 from ecgtext.errors import ModelError
 from ecgtext.hub.sources import is_path_source
 from ecgtext.model.loading import build_model
-
-from hub_server import TINY_CHECKPOINT, TINY_DIR, hub  # noqa: F401  (hub: the fixture)
 
 REPO = "Manhph2211/D-BETA"
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import shared_data
+
 from ecgtext.errors import DataError
 from ecgtext.pretrain.data import normalize_report
 from ecgtext.pretrain.negatives import N3SSampler, ReportIndex, resolve_encoder

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from io_helpers import PTBXL, TEST01, base_pre, shared_data, standard_pre
 
-from ecgtext.config import PreprocessConfig, STANDARD_LEADS
+from ecgtext.config import STANDARD_LEADS, PreprocessConfig
 from ecgtext.errors import SignalError
 from ecgtext.io import Ecg, ReadOptions, read_ecg
 from ecgtext.io.resample import rate_ratio, resample, resampled_length
 from ecgtext.preprocess import aggregate, prepare, window_starts
-from io_helpers import PTBXL, TEST01, base_pre, shared_data, standard_pre
 
 
 @pytest.fixture(scope="module")

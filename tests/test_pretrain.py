@@ -12,8 +12,8 @@ import sys
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO, TESTDATA, TINY_DIR, shared_data
+
 from ecgtext.errors import ConfigError
 from ecgtext.pretrain import load_train_config, pretrain
 from ecgtext.pretrain.checkpoint import list_checkpoints, read_training_checkpoint

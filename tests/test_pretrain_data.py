@@ -9,12 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TESTDATA, TINY_DIR, shared_data
+
 from ecgtext.config import load_config
 from ecgtext.errors import DataError
-from ecgtext.pretrain.data import (MlmMasker, PairDataset, ShardedBatchSampler, collate_ecgs, load_pairs,
-                                   normalize_report, read_manifest, read_mimic_iv_ecg, read_ptbxl)
+from ecgtext.pretrain.data import (
+    MlmMasker,
+    PairDataset,
+    ShardedBatchSampler,
+    collate_ecgs,
+    load_pairs,
+    normalize_report,
+    read_manifest,
+    read_mimic_iv_ecg,
+    read_ptbxl,
+)
 
 PTB = TESTDATA / "ptbxl"
 # the real PTB-XL reports of ecg_id 1-4 (ptbxl_database.csv)

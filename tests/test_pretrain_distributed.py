@@ -12,7 +12,6 @@ import textwrap
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO, TESTDATA, TINY_DIR
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")

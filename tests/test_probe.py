@@ -6,16 +6,22 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
-
 from conftest import TESTDATA, shared_data
 from probe_helpers import cinc_paths, features_file, ptbxl_paths
+from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
+from ecgtext.errors import ConfigError, DataError
 from ecgtext.evaluation.datasets import load_dataset
 from ecgtext.evaluation.datasets.features import dataset_features, read_feature_parquet
-from ecgtext.errors import ConfigError, DataError
-from ecgtext.evaluation.probe import (LinearHead, ProbeConfig, draw_subset, fit_probe, predict_records, train_linear,
-                           train_sklearn)
+from ecgtext.evaluation.probe import (
+    LinearHead,
+    ProbeConfig,
+    draw_subset,
+    fit_probe,
+    predict_records,
+    train_linear,
+    train_sklearn,
+)
 
 EPOCHS = 8  # the protocol's 100 epochs are an option; a few show the behaviour
 

@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import CONFORMANCE, TESTDATA, TINY_DIR
+
 from ecgtext import __version__
 from ecgtext.errors import DataError, ProvenanceError
 from ecgtext.evaluation.datasets.base import LabelledDataset

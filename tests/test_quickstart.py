@@ -20,7 +20,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from hub_server import hub  # noqa: F401  (the fixture)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -27,8 +27,7 @@ from hypothesis import strategies as st
 
 from ecgtext.config import STANDARD_LEADS
 from ecgtext.errors import EcgTextError, FormatError, SignalError
-from ecgtext.io import ReadOptions, read_ecg
-from ecgtext.io import wfdb_reader
+from ecgtext.io import ReadOptions, read_ecg, wfdb_reader
 
 FORMATS = ["16", "61", "80", "160", "212", "24", "32"]
 _RANGE = {"80": 127, "212": 2047, "16": 32767, "61": 32767, "160": 32767, "24": 2 ** 23 - 1,

@@ -7,12 +7,18 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import CONFORMANCE, TESTDATA, TINY_DIR
+
 from ecgtext.errors import ConfigError, InputError
+from ecgtext.inference.zeroshot import (
+    ZeroShotResult,
+    cached_label_features,
+    label_cache_key,
+    label_features,
+    run_zeroshot,
+    score,
+)
 from ecgtext.labels import load_label_set
-from ecgtext.inference.zeroshot import (ZeroShotResult, cached_label_features, label_cache_key, label_features,
-                              run_zeroshot, score)
 
 EXPECTED = json.loads((CONFORMANCE / "tiny_records_expected.json").read_text())
 RECORDS = [str(TESTDATA / r.split("/")[0] / (r.split("/")[-1] + ".hea")) for r in EXPECTED["records"]]

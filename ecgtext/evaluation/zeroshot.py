@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from ecgtext.evaluation.datasets.base import LabelledDataset
 from ecgtext.errors import ConfigError, DataError, ProvenanceError
+from ecgtext.evaluation.datasets.base import LabelledDataset
 from ecgtext.evaluation.metrics import evaluate_scores
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,8 +74,8 @@ def zeroshot_dataset(dataset: LabelledDataset, model: "DBeta | str | os.PathLike
     :class:`~ecgtext.errors.ProvenanceError` unless ``force``. Records of the
     split without features are an error unless ``allow_missing``."""
     from ecgtext.evaluation.datasets.features import dataset_features, model_info
-    from ecgtext.model.dbeta import DBeta
     from ecgtext.inference.zeroshot import label_features, score
+    from ecgtext.model.dbeta import DBeta
 
     labels, label_name = _label_dict(label_set)
     rows = dataset.indices(split)
@@ -176,9 +176,9 @@ def save_zeroshot_outputs(ev: ZeroShotEvaluation, dataset: LabelledDataset, out_
     """Write ``splits.csv``, ``scores.csv`` and ``result.json`` (and a ROC plot) to ``out_dir``."""
     import pandas as pd
 
+    from ecgtext.evaluation.reports import write_splits
     from ecgtext.fsutil import atomic_path, atomic_write_text
     from ecgtext.plot import plot_roc
-    from ecgtext.evaluation.reports import write_splits
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

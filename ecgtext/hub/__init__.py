@@ -28,8 +28,14 @@ from __future__ import annotations
 
 from ecgtext.hub.cache import _cached, _complete, _model_root
 from ecgtext.hub.convert import read_verified_checkpoint, save_safetensors
-from ecgtext.hub.download import (CHECKPOINT_SUFFIXES, NOT_CHECKPOINTS, DownloadResult, download,
-                                  licence_notice, resolve_model)
+from ecgtext.hub.download import (
+                                  CHECKPOINT_SUFFIXES,
+                                  NOT_CHECKPOINTS,
+                                  DownloadResult,
+                                  download,
+                                  licence_notice,
+                                  resolve_model,
+)
 from ecgtext.hub.load import load_model, resolve_source
 from ecgtext.hub.registry import DEFAULT_MODEL, DEFAULT_PRESET, DEFAULT_TOKENIZER_REPO, RegistryEntry, registry
 from ecgtext.hub.sources import HF_HUB_PREFIX, ModelSpec, is_path_source, parse_source

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ecgtext.config import ModelDirConfig
 from ecgtext.errors import ModelError
+
 __all__ = ["read_verified_checkpoint", "save_safetensors"]
 
 

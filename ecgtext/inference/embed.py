@@ -347,8 +347,15 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
     exact bytes (``os.fsencode``), which resuming matches on.
     ``on_start(todo, skipped)`` and ``on_record(path, error_or_None)`` report progress.
     """
-    from ecgtext.inference.engine import AGGREGATES, expand_records, iter_features, load_ecg_model, model_identity
-    from ecgtext.inference.engine import ReadFailure, resolve_device
+    from ecgtext.inference.engine import (
+        AGGREGATES,
+        ReadFailure,
+        expand_records,
+        iter_features,
+        load_ecg_model,
+        model_identity,
+        resolve_device,
+    )
 
     if aggregate not in AGGREGATES:
         raise ConfigError(f"unknown aggregation {aggregate!r}; expected one of {', '.join(AGGREGATES)}")

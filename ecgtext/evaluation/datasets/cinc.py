@@ -30,7 +30,13 @@ import numpy as np
 
 from ecgtext.errors import DataError
 from ecgtext.evaluation.datasets.base import LabelledDataset, require_dir
-from ecgtext.evaluation.datasets.snomed import class_name, codes_for_abbreviation, dx_table, representative, scored_classes
+from ecgtext.evaluation.datasets.snomed import (
+    class_name,
+    codes_for_abbreviation,
+    dx_table,
+    representative,
+    scored_classes,
+)
 from ecgtext.evaluation.datasets.splits import DEFAULT_FRACTIONS, stratified_split
 
 _DX = re.compile(r"^#\s*Dx\s*:\s*(.*)$", re.IGNORECASE)
