@@ -9,12 +9,11 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-# progress(completed_steps, total_steps, metrics_record): called after each logged step
-ProgressFn = Callable[[int, int, dict], None]
-
 from ecgtext.fsutil import atomic_path
 
 logger = logging.getLogger(__name__)
+# progress(completed_steps, total_steps, metrics_record): called after each logged step
+ProgressFn = Callable[[int, int, dict], None]
 
 
 class Reporter:
