@@ -142,3 +142,26 @@ def test_random_baseline_same_seed_same_numbers_and_differs_from_pretrained(trai
     rnd = [a["random"][d]["mean_rank"] for d in ("ecg_to_text", "text_to_ecg")]
     assert pre != rnd
     assert a["difference"]["ecg_to_text"]["mean_rank"] == pytest.approx(pre[0] - rnd[0])
+
+
+@pytest.mark.shared
+def test_cli_probe_task_retrieval_with_baseline(tmp_path):
+    from typer.testing import CliRunner
+
+    from ecgtext.cli import app
+
+    root = shared_data() / "ptbxl"
+    r = CliRunner().invoke(app, ["probe", str(root), "-d", "ptbxl", "-t", "retrieval", "-m", str(TINY_DIR),
+                                 "--baseline", "random", "--baseline-seed", "2", "-o", str(tmp_path / "out"),
+                                 "--format", "json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    pre, rnd = report["pretrained"], report["random"]
+    assert report["baseline"] == "random" and report["seed"] == 2
+    assert pre["mode"] == "retrieval" and pre["split"] == "test" and pre["n_candidates"] == rnd["n_candidates"] > 0
+    for direction in ("ecg_to_text", "text_to_ecg"):
+        assert set(pre[direction]) == {"R@1", "R@5", "R@10", "median_rank", "mean_rank"}
+        assert report["difference"][direction]["R@10"] == pytest.approx(pre[direction]["R@10"] - rnd[direction]["R@10"])
+    assert (tmp_path / "out" / "baseline.json").is_file()
+    r = CliRunner().invoke(app, ["probe", str(root), "-d", "code15", "-t", "retrieval", "-m", str(TINY_DIR)])
+    assert r.exit_code != 0 and "no reports" in r.output and "Traceback" not in r.output
