@@ -207,3 +207,26 @@ def test_copied_record_still_reads_after_move(tmp_path):
         shutil.copy(PTBXL / f"00003_hr.{ext}", tmp_path / f"00003_hr.{ext}")
     np.testing.assert_array_equal(read_ecg(tmp_path / "00003_hr").signal,
                                   read_ecg(PTBXL / "00003_hr").signal)
+
+
+def test_multi_frequency_channels_are_resampled_never_averaged(tmp_path):
+    """Lead II at 4 samples per frame (frame rate 125 Hz -> 500 Hz) carries a 100 Hz tone,
+    which averaging over the frame would wipe out; lead I at 1 sample per frame is upsampled."""
+    from test_wfdb_property import encode
+
+    frames, fs = 1250, 125.0  # 10 s
+    t_hi = np.arange(frames * 4) / (fs * 4)
+    lead_ii = np.round(1000 * np.sin(2 * np.pi * 100 * t_hi)).astype(np.int64)  # 1 mV at gain 1000
+    lead_i = np.round(500 * np.sin(2 * np.pi * 1.0 * np.arange(frames) / fs)).astype(np.int64)
+    inter = np.concatenate([np.concatenate([[lead_i[k]], lead_ii[4 * k:4 * k + 4]]) for k in range(frames)])
+    (tmp_path / "mf.dat").write_bytes(encode(inter, "16"))
+    (tmp_path / "mf.hea").write_text(f"mf 2 {fs:g} {frames}\nmf.dat 16 1000/mV 16 0 0 0 0 I\n"
+                                     "mf.dat 16x4 1000/mV 16 0 0 0 0 II\n")
+    ecg = read_ecg(tmp_path / "mf.hea")
+    assert ecg.fs == 500.0 and ecg.signal.shape == (2, 5000)
+    assert ecg.meta["samples_per_frame"] == [1, 4] and ecg.meta["frame_rate"] == 125.0
+    np.testing.assert_allclose(ecg.signal[1], lead_ii / 1000, atol=1e-6)  # the 100 Hz tone, intact
+    assert np.ptp(ecg.signal[1]) > 1.9
+    mid = slice(500, 4500)  # away from the filter's edges
+    np.testing.assert_allclose(ecg.signal[0][mid], 0.5 * np.sin(2 * np.pi * np.arange(5000) / 500)[mid],
+                               atol=5e-3)

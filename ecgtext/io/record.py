@@ -18,7 +18,7 @@ from .leads import parse_lead_list, resolve_leads
 
 # millivolts per unit; keys are lower-cased (both micro signs map to micro)
 _MV_PER_UNIT = {"v": 1000.0, "mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6}
-UNITS = ("V", "mV", "uV", "µV", "adc")
+UNITS = ("V", "mV", "uV", "µV", "nV", "adc")
 LAYOUTS = ("leads-first", "samples-first")
 FORMATS = ("wfdb", "mat", "hdf5", "npy", "csv", "muse", "philips", "aecg", "dicom", "scp", "ishne", "edf")
 
@@ -78,7 +78,8 @@ class ReadOptions:
     dataset (HDF5) or array (.npz). ``layout`` says which axis holds the leads;
     ``None`` guesses only when the lead count makes it unambiguous.
     ``ignore_unknown_leads`` drops channels with unrecognised names instead of
-    failing.
+    failing. ``fs`` must lie in the plausible ECG range ``FS_MIN_HZ``-``FS_MAX_HZ``
+    (50-20000 Hz).
     """
 
     fs: float | None = None
