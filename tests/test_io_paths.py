@@ -179,3 +179,15 @@ def test_uppercase_header_extension(tmp_path):
     assert expand_paths([str(tmp_path)]) == [str(tmp_path / "00001_hr.HEA")]
     for given in ("00001_hr.HEA", "00001_hr", "00001_hr.dat"):
         assert read_ecg(tmp_path / given).signal.shape == (12, 5000)
+
+
+def test_stdin_names_that_are_not_utf8(tmp_path):
+    import os
+
+    raw = os.fsencode(str(tmp_path)) + b"/caf\xe9.npy"
+    np.save(os.fsdecode(raw), np.zeros((12, 10)))
+
+    class Stdin:  # sys.stdin-like: text wrapper over a byte buffer
+        buffer = io.BytesIO(raw + b"\n# a comment\n\n")
+
+    assert [os.fsencode(p) for p in expand_paths(["-"], stdin=Stdin())] == [raw]

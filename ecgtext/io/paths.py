@@ -311,7 +311,10 @@ def expand_inputs(inputs: Sequence[str], stdin: TextIO | None = None) -> Expande
         item = os.fsdecode(item) if isinstance(item, bytes) else os.fspath(item)
         if item == "-":
             stream = stdin if stdin is not None else sys.stdin
-            lines = [ln.strip() for ln in stream.read().splitlines()]
+            raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+            # bytes: a name that is not UTF-8 survives (surrogate escapes), as in argv
+            text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
+            lines = [ln.strip() for ln in text.replace("\r\n", "\n").split("\n")]
             expanded = [p for ln in lines if ln and not ln.startswith("#")
                         for p in _expand_one(ln, out.failures)]
         else:
