@@ -23,10 +23,10 @@ The format, as ``sierraecg`` 0.4.0 (``xli.py``, ``lzw.py``, ``lib.py``) decodes 
 * III, aVR, aVL and aVF are stored as residuals of I and II and rebuilt in
   int16 arithmetic (wrapping, floor halves), in this order.
 
-Decoding the bytes stays a Python loop only while the dictionary grows (at
-most 767 codes per lead, each one string look-up and one concatenation); after
-that every code is a plain look-up joined at C speed, and the bit unpacking,
-the second differences and the limb leads are array operations.
+Decoding stays a Python loop only to build the dictionary (at most 767 codes
+per lead, each one look-up and one concatenation); entries never change once
+made, so the output is then one look-up per code joined at C speed, and the
+bit unpacking, the second differences and the limb leads are array operations.
 
 Where the two differ, it is on damaged data, and this decoder is the stricter:
 an LZW code not defined yet, a chunk size beyond the payload or stray bytes
@@ -64,35 +64,29 @@ def _codes(chunk: bytes) -> list[int]:
     return codes[: end[0] if end.size else n].tolist()
 
 
-_LITERALS = [bytes((i,)) for i in range(FIRST_ENTRY)]
+_LITERALS: list[bytes | None] = [bytes((i,)) for i in range(FIRST_ENTRY)]
 _TABLE_FULL = MAX_CODE - FIRST_ENTRY + 2  # codes read until the dictionary is frozen (768)
 
 
-def lzw_decode(chunk: bytes) -> bytes:
-    """The bytes an XLI LZW stream decodes to."""
-    codes = _codes(chunk)
+def lzw_decode(codes: list[int]) -> bytes:
+    """The bytes an XLI LZW stream (its codes, from :func:`_codes`) decodes to."""
     if not codes:
         return b""
     if codes[0] >= FIRST_ENTRY:
         raise XliError(f"LZW stream starts with code {codes[0]}, not a literal")
-    table = _LITERALS[:]
-    grow = table.append
+    table = _LITERALS + [None] * (MAX_CODE + 1 - FIRST_ENTRY)
     prev = table[codes[0]]
-    out = [prev]
-    keep = out.append
-    # the one sequential part: each code adds an entry until the dictionary is full ...
-    for j, code in enumerate(codes[1:_TABLE_FULL], 1):
-        if code < len(table):
-            string = table[code]
-        elif code == len(table):  # the entry this very code defines (KwKwK)
-            string = prev + prev[:1]
-        else:
-            raise XliError(f"LZW code {code} at position {j} is not defined yet")
-        grow(prev + string[:1])
-        keep(string)
+    # the one sequential part: code j (j >= 1) defines entry 255 + j, until the dictionary is full;
+    # entries never change afterwards, so the output is one look-up per code, joined at C speed
+    for entry, code in enumerate(codes[1:_TABLE_FULL], FIRST_ENTRY):
+        string = table[code]
+        if string is None:
+            if code != entry:
+                raise XliError(f"LZW code {code} at position {entry - FIRST_ENTRY + 1} is not defined yet")
+            string = prev + prev[:1]  # the entry this very code defines (KwKwK)
+        table[entry] = prev + string[:1]
         prev = string
-    # ... after which every code is a plain look-up, done at C speed
-    return b"".join(out) + b"".join(map(table.__getitem__, codes[_TABLE_FULL:]))
+    return b"".join(map(table.__getitem__, codes))  # type: ignore[arg-type]
 
 
 def undo_differences(raw: bytes, start: int) -> np.ndarray:
@@ -137,7 +131,8 @@ def decode_xli(payload: bytes, n_leads: int) -> list[np.ndarray]:
         at += size
     if len(chunks) < n_leads:
         raise XliError(f"{len(chunks)} leads stored, {n_leads} labelled")
-    leads = [undo_differences(lzw_decode(payload[at:at + size]), start) for start, at, size in chunks[:n_leads]]
+    leads = [undo_differences(lzw_decode(_codes(payload[at:at + size])), start)
+             for start, at, size in chunks[:n_leads]]
     rebuild_limb_leads(leads)
     return leads
 
