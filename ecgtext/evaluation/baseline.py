@@ -162,7 +162,10 @@ def probe_with_baseline(ds, config=None, *, model_source: str | None = None, fea
     from ecgtext.evaluation.datasets.features import dataset_features
     from ecgtext.evaluation.probe import fit_probe, run_probe, save_outputs
 
+    from ecgtext.inference.engine import resolve_device
+
     source = model_source or "dbeta-base"
+    device = str(resolve_device(device))  # "auto" -> the device it means, recorded as such
 
     def evaluate(model, info):
         if info is None:
@@ -187,6 +190,9 @@ def zeroshot_with_baseline(ds, model_source: str, label_set, *, features=None, s
     """Dataset zero-shot (:func:`ecgtext.evaluation.zeroshot.zeroshot_dataset`) with the pretrained
     model and with the random-init baseline (random ECG and text towers)."""
     from ecgtext.evaluation.zeroshot import zeroshot_dataset
+    from ecgtext.inference.engine import resolve_device
+
+    device = str(resolve_device(device))
 
     def evaluate(model, info):
         ev = zeroshot_dataset(ds, model, label_set, features=features if info is None else None,
