@@ -200,7 +200,9 @@ def speed(tmp: Path, seconds: float) -> None:
     from ecgtext.preprocess import prepare
 
     pre = load_preset("dbeta-base").preprocess
-    sets: dict[str, list[str]] = {"scp (PTB-XL written)": [], "ishne (PTB-XL written)": [], "edf (PTB-XL written)": []}
+    sets: dict[str, list[str]] = {"wfdb PTB-XL (reference)": sorted(glob.glob(str(REPO / "tests" / "data" / "ptbxl"
+                                                                            / "*_hr.hea"))),
+                                  "scp (PTB-XL written)": [], "ishne (PTB-XL written)": [], "edf (PTB-XL written)": []}
     for hea in sorted(glob.glob(str(REPO / "tests" / "data" / "ptbxl" / "*_hr.hea"))):
         name = Path(hea).stem
         counts = wfdb.rdrecord(hea[:-4], physical=False).d_signal.T.astype(np.int64)
@@ -213,7 +215,8 @@ def speed(tmp: Path, seconds: float) -> None:
         real = sorted(p for p in glob.glob(str(CLINICAL / kind / "*")) if p.endswith((".scp", ".ecg", ".edf")))
         if real:
             sets[f"{kind} (../shared real)"] = real
-    print(f"\n== reading speed, records/s/core (CPU time, {seconds:g} s per measure) ==")
+    print(f"\n== reading speed, records/s/core (CPU time, {seconds:g} s per measure; the WFDB row is the "
+          "same-run reference: compare ratios on a shared machine) ==")
     import scipy.signal  # noqa: F401 - prepare imports it on first resampling: not a per-record cost
     for label, paths in sets.items():
         prepare(read_ecg(paths[0]), pre)  # warm imports
