@@ -167,7 +167,7 @@ def _check_int8(dev: torch.device, cpu: CpuFeatures | None) -> None:
     assert cpu is not None
     if not cpu.fast_int8:
         raise ConfigError(f"int8 precision needs int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX), "
-                          f"which this CPU ({cpu.model}) lacks, so it would be slower than fp32; use fp32",
+                          f"which this CPU ({cpu.model}) lacks, so it would be slower than fp32",
                           field="precision", value="int8", option="precision")
     if not torchao_available():
         raise ConfigError("int8 precision needs the optional package torchao: pip install 'ecgtext[int8]'",
