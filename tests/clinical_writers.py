@@ -27,7 +27,7 @@ def crc(data: bytes) -> int:
 
 
 # --------------------------------------------------------------------------- ISHNE
-def ishne_header(n_samples: int, leads: Sequence[str], fs: int, resolution_nv: int,
+def ishne_header(n_samples: int, leads: Sequence[str | int], fs: int, resolution_nv: int,
                  name: str = "Jane", surname: str = "Doe", patient_id: str = "PID-42") -> bytes:
     """The 522-byte ISHNE 1.0 header (magic + CRC + fixed header)."""
     h = bytearray(512)
@@ -45,7 +45,8 @@ def ishne_header(n_samples: int, leads: Sequence[str], fs: int, resolution_nv: i
     put(138, "<hhh", 24, 12, 2019)  # record date
     put(144, "<hhh", 1, 1, 2020)
     put(150, "<hhh", 8, 30, 0)  # start time
-    codes = [ISHNE_CODES[lead] for lead in leads] + [-9] * (12 - len(leads))
+    # a lead name, or an ISHNE lead-specification code as an int (1 = generic bipolar, ...)
+    codes = [lead if isinstance(lead, int) else ISHNE_CODES[lead] for lead in leads] + [-9] * (12 - len(leads))
     put(156, "<h", len(leads))
     put(158, "<12h", *codes)
     put(182, "<12h", *([0] * 12))
@@ -56,7 +57,7 @@ def ishne_header(n_samples: int, leads: Sequence[str], fs: int, resolution_nv: i
     return b"ISHNE1.0" + struct.pack("<H", crc(bytes(h))) + bytes(h)
 
 
-def write_ishne(path: str | Path, counts: np.ndarray, leads: Sequence[str], fs: int,
+def write_ishne(path: str | Path, counts: np.ndarray, leads: Sequence[str | int], fs: int,
                 resolution_nv: int = 1000) -> Path:
     """``counts``: (leads, samples) integer ADC counts; written interleaved int16 LE."""
     path = Path(path)

@@ -155,6 +155,27 @@ def test_ishne_written_from_ptbxl_reads_back_exactly(tmp_path, ptbxl_counts):
     assert read_ecg(str(path), ReadOptions(include_identifiers=True)).meta["patient"]["id"] == "PID-42"
 
 
+def test_ishne_bipolar_holter_channels_need_a_lead_map(tmp_path, ptbxl_counts):
+    counts, ref = ptbxl_counts
+    path = write_ishne(tmp_path / "3ch.ecg", counts[[1, 10, 0]], [1, 1, 2], 500)  # generic bipolar, X
+    with pytest.raises(LeadError) as info:
+        read_ecg(str(path))
+    msg = one_line(info.value, path)
+    assert "channel 1 (ISHNE code 1: generic bipolar)" in msg and "channel 1=II" in msg
+    ecg = read_ecg(str(path), ReadOptions(lead_map={"channel 1": "II", "channel 2": "V5"}))
+    assert ecg.leads == ["II", "V5"]
+    np.testing.assert_array_equal(ecg.signal, ref.signal[[1, 10]])
+    assert ecg.meta["dropped_channels"] == ["channel 3 (ISHNE code 2: X bipolar)"]
+
+
+@pytest.mark.shared
+def test_ishne_annotation_file_is_not_an_ecg():
+    ann = clinical_dir() / "ishne" / "ECG_P28.01.ann"
+    with pytest.raises(FormatError) as info:
+        read_ecg(str(ann))
+    one_line(info.value, ann)
+
+
 def _edf_channels(counts, labels, dimension="mV", per_count=0.001):
     return [dict(label=lab, digital=counts[i], fs=500, dimension=dimension, phys_per_count=per_count)
             for i, lab in enumerate(labels)]

@@ -30,8 +30,9 @@ from .scp_reader import crc_ccitt
 MAGIC = b"ISHNE1.0"
 HEADER_END = 522  # magic (8) + CRC (2) + fixed header (512)
 
-# ISHNE lead-specification codes -> our lead names; others (bipolar, Frank,
-# Nehb, ...) are dropped and listed in meta["dropped_channels"].
+# ISHNE lead-specification codes -> our lead names; other channels (bipolar, Frank,
+# Nehb, ...) are "channel N": dropped and listed in meta["dropped_channels"] unless
+# the user's lead map names them ("channel 1=II").
 ISHNE_LEADS: dict[int, str] = {
     5: "I", 6: "II", 7: "III", 8: "aVR", 9: "aVL", 10: "aVF",
     11: "V1", 12: "V2", 13: "V3", 14: "V4", 15: "V5", 16: "V6",
@@ -56,12 +57,18 @@ class IshneHeader:
 
     @property
     def names(self) -> list[str]:
-        return [ISHNE_LEADS.get(c, f"ISHNE lead {c} ({_OTHER.get(c, 'unknown code')})") for c in self.lead_codes]
+        """Lead names for 12-lead codes, ``channel N`` (1-based) for the others."""
+        return [ISHNE_LEADS.get(c, f"channel {k + 1}") for k, c in enumerate(self.lead_codes)]
 
-    @property
-    def keep(self) -> list[int]:
-        """Indices of the leads we name (12-lead codes 5-16)."""
-        return [k for k, c in enumerate(self.lead_codes) if c in ISHNE_LEADS]
+    def describe(self, k: int) -> str:
+        c = self.lead_codes[k]
+        return f"channel {k + 1} (ISHNE code {c}: {_OTHER.get(c, 'unknown code')})"
+
+    def select(self, options: ReadOptions) -> list[int]:
+        """Channels to read: 12-lead codes, plus others the user's lead map names (``channel 2=II``)."""
+        mapped = {k.casefold() for k in options.lead_map}
+        return [k for k, (c, n) in enumerate(zip(self.lead_codes, self.names))
+                if c in ISHNE_LEADS or n.casefold() in mapped]
 
 
 def _text(b: bytes) -> str:
@@ -140,14 +147,13 @@ def read_header(path: str) -> IshneHeader:
                        lead_codes=codes[:n_leads], resolution_nv=res, meta=meta, identifiers=ids)
 
 
-def read_ishne_range(path: str, h: IshneHeader, start: int, stop: int) -> np.ndarray:
-    """Samples ``[start, stop)`` of the named leads as ``(leads, n)`` float64 mV.
+def read_ishne_range(path: str, h: IshneHeader, start: int, stop: int, keep: list[int]) -> np.ndarray:
+    """Samples ``[start, stop)`` of channels ``keep`` as ``(len(keep), n)`` float64 mV.
 
     Only that range is mapped, and unmapped on return: a map kept open over a
     24-hour file would count every page read so far in the process's memory.
     """
     start, stop = max(0, start), min(h.n_samples, stop)
-    keep = h.keep
     scale = np.asarray([h.resolution_nv[k] for k in keep], dtype=np.float64)[:, None] * 1e-6  # nV -> mV
     if stop <= start:
         return np.zeros((len(keep), 0))
@@ -171,16 +177,25 @@ def read_ishne(path: str, options: ReadOptions) -> Ecg:
     """
     display = str(path)
     h = read_header(display)
-    keep = h.keep
-    if not keep:
-        raise LeadError(display, f"ISHNE file holds no 12-lead ECG lead (lead codes {h.lead_codes})")
+    keep = ishne_channels(display, h, options)
     meta = dict(h.meta)
     meta["resolution_nv"] = [h.resolution_nv[k] for k in keep]
-    dropped = [h.names[k] for k in range(h.n_leads) if k not in keep]
+    dropped = [h.describe(k) for k in range(h.n_leads) if k not in keep]
     if dropped:
         meta["dropped_channels"] = dropped
-    sig = read_ishne_range(display, h, 0, h.n_samples)
+    sig = read_ishne_range(display, h, 0, h.n_samples, keep)
     return finish_clinical(sig, h.fs, [h.names[k] for k in keep], display, options, meta, h.identifiers)
+
+
+def ishne_channels(path: str, h: IshneHeader, options: ReadOptions) -> list[int]:
+    """The channels to read, or a :class:`LeadError` saying how to name one."""
+    keep = h.select(options)
+    if not keep:
+        shown = ", ".join(h.describe(k) for k in range(h.n_leads))
+        raise LeadError(path, f"ISHNE file holds no 12-lead ECG lead ({shown}); map a channel to the lead "
+                              f"it approximates, e.g. 'channel 1=II', if that is acceptable",
+                        field="leads", value=h.lead_codes, option="lead_map")
+    return keep
 
 
 def is_ishne(path: str) -> bool:

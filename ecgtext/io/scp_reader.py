@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, SignalError
+from ..errors import FormatError, LeadError, SignalError
 from .clinical import finish_clinical
 from .record import Ecg, ReadOptions
 
@@ -470,13 +470,16 @@ def read_scp(path: str, options: ReadOptions) -> Ecg:
                  "reference_beat_subtraction": leads.ref_subtracted})
     if notes:
         meta["notes"] = notes
-    keep = [k for k, i in enumerate(leads.ids) if i in SCP_LEADS]
+    mapped = {k.casefold() for k in options.lead_map}  # e.g. "SCP lead 20=V5" for a CM5 channel
+    keep = [k for k, i in enumerate(leads.ids) if i in SCP_LEADS or names[k].casefold() in mapped]
     dropped = [names[k] for k in range(len(names)) if k not in keep]
     if dropped:
         meta["dropped_channels"] = dropped
     if not keep:
-        raise FormatError(display, f"SCP-ECG file holds no ECG lead we know (SCP lead codes "
-                                   f"{', '.join(str(i) for i in leads.ids)})")
+        raise LeadError(display, f"SCP-ECG file holds no 12-lead ECG lead (SCP lead codes "
+                                 f"{', '.join(str(i) for i in leads.ids)}); map a channel to the lead it "
+                                 f"approximates, e.g. '{names[0]}=II', if that is acceptable",
+                        field="leads", value=leads.ids, option="lead_map")
     return finish_clinical(sig[keep], 1e6 / interval, [names[k] for k in keep], display, options, meta, ids)
 
 

@@ -187,15 +187,13 @@ def _lazy_wfdb(path: str, options: ReadOptions) -> LazyRecord | None:
 
 
 def _lazy_ishne(path: str, options: ReadOptions) -> LazyRecord | None:
-    from .ishne_reader import read_header, read_ishne_range
+    from .ishne_reader import ishne_channels, read_header, read_ishne_range
 
     h = read_header(path)
-    keep = h.keep
-    if not keep:
-        return None
+    keep = ishne_channels(path, h, options)
 
     def read(a: int, b: int) -> np.ndarray:
-        return read_ishne_range(path, h, a, b)
+        return read_ishne_range(path, h, a, b, keep)
 
     return _finish(path, h.fs, [h.names[k] for k in keep], h.n_samples, read, options, dict(h.meta), derive=True)
 
