@@ -127,8 +127,9 @@ def _tag(tag: int, value: bytes) -> bytes:
 
 
 def write_scp(path: str | Path, counts: np.ndarray, leads: Sequence[str], fs: int, avm_nv: int = 1000,
-              huffman: bool = True, ref_beat: dict | None = None) -> Path:
-    """An SCP-ECG file of ``counts`` ((leads, samples) ints) with second differences.
+              huffman: bool = True, ref_beat: dict | None = None, diff: int | None = None) -> Path:
+    """An SCP-ECG file of ``counts`` ((leads, samples) ints): default Huffman table and second
+    differences (``diff`` 0, 1 or 2 overrides), or raw int16 without differences (``huffman=False``).
 
     ``ref_beat``: ``{"beat": (leads, L) counts, "fc": 1-based fiducial in the beat,
     "zones": [(start, fiducial, end), ...] 1-based}``: the beat is subtracted in each
@@ -162,8 +163,8 @@ def write_scp(path: str | Path, counts: np.ndarray, leads: Sequence[str], fs: in
         s4 += b"".join(struct.pack("<HIII", 0, s, f, e) for s, f, e in zones)
         s4 += b"".join(struct.pack("<II", s, e) for s, _, e in zones)
         sections[4] = s4
-        sections[5] = _block(beat, avm_nv, interval, huffman)
-    sections[6] = _block(residual, avm_nv, interval, huffman)
+        sections[5] = _block(beat, avm_nv, interval, huffman, diff)
+    sections[6] = _block(residual, avm_nv, interval, huffman, diff)
     # section 0 pointer table: ids 0-11, then the sections in order
     ids = list(range(12))
     body_len = 16 + 10 * len(ids)
@@ -183,12 +184,13 @@ def write_scp(path: str | Path, counts: np.ndarray, leads: Sequence[str], fs: in
     return Path(path)
 
 
-def _block(x: np.ndarray, avm_nv: int, interval: int, huffman: bool) -> bytes:
+def _block(x: np.ndarray, avm_nv: int, interval: int, huffman: bool, diff: int | None = None) -> bytes:
+    mode = (2 if huffman else 0) if diff is None else diff
     streams = []
     for lead in x:
-        d = _second_diff(lead) if huffman else lead
+        d = _second_diff(lead) if mode == 2 else np.diff(lead, prepend=0) if mode == 1 else lead
         streams.append(_huffman(d) if huffman else d.astype("<i2").tobytes())
-    head = struct.pack("<HHBB", avm_nv, interval, 2 if huffman else 0, 0)
+    head = struct.pack("<HHBB", avm_nv, interval, mode, 0)
     return head + b"".join(struct.pack("<H", len(s)) for s in streams) + b"".join(streams)
 
 

@@ -121,6 +121,13 @@ def test_scp_written_from_ptbxl_reads_back_exactly(tmp_path, ptbxl_counts):
     assert opted.meta["patient"] == {"id": "PID-42", "name": "Jane Doe", "birth_date": "1950-04-03"}
 
 
+@pytest.mark.parametrize("diff", [0, 1])
+def test_scp_first_differences_and_none(tmp_path, ptbxl_counts, diff):
+    counts, ref = ptbxl_counts
+    ecg = read_ecg(str(write_scp(tmp_path / f"d{diff}.scp", counts, STANDARD, 500, diff=diff)))
+    np.testing.assert_array_equal(ecg.signal, ref.signal)
+
+
 def test_scp_reference_beat_subtraction(tmp_path, ptbxl_counts):
     counts, ref = ptbxl_counts
     beat = counts[:, 400:700]  # a reference beat of 300 samples, fiducial at its sample 101
