@@ -91,6 +91,21 @@ for _v in range(1, 9):
     _DEFAULT[-_v] = "1" * _v + "0" + "1" if _v < 8 else "1111111101"
 
 
+# The default table as the standard's annex lists it for storing in section 2: prefix bits,
+# total bits, mode (1 = a value), base value, base code with the code's first bit in the
+# least significant place (1, 5, 3, 11, ... are 100, 101, 1100, 1101, ... reversed).
+_ANNEX_DEFAULT = [(1, 1, 1, 0, 0), (3, 3, 1, 1, 1), (3, 3, 1, -1, 5), (4, 4, 1, 2, 3), (4, 4, 1, -2, 11),
+                  (5, 5, 1, 3, 7), (5, 5, 1, -3, 23), (6, 6, 1, 4, 15), (6, 6, 1, -4, 47), (7, 7, 1, 5, 31),
+                  (7, 7, 1, -5, 95), (8, 8, 1, 6, 63), (8, 8, 1, -6, 191), (9, 9, 1, 7, 127),
+                  (9, 9, 1, -7, 383), (10, 10, 1, 8, 255), (10, 10, 1, -8, 767), (10, 18, 1, 0, 511),
+                  (10, 26, 1, 0, 1023)]
+
+
+def _explicit_default_table() -> bytes:
+    """Section 2 holding one stored table equal to the default one."""
+    return struct.pack("<HH", 1, len(_ANNEX_DEFAULT)) + b"".join(struct.pack("<BBBhI", *c) for c in _ANNEX_DEFAULT)
+
+
 def _huffman(values: np.ndarray) -> bytes:
     """The default Huffman table of EN 1064 (escapes: 8- and 16-bit two's complement)."""
     bits = []
@@ -130,6 +145,7 @@ def write_scp(path: str | Path, counts: np.ndarray, leads: Sequence[str], fs: in
               huffman: bool = True, ref_beat: dict | None = None, diff: int | None = None) -> Path:
     """An SCP-ECG file of ``counts`` ((leads, samples) ints): default Huffman table and second
     differences (``diff`` 0, 1 or 2 overrides), or raw int16 without differences (``huffman=False``).
+    ``huffman="explicit"`` stores the default table in section 2 instead of naming it (19999).
 
     ``ref_beat``: ``{"beat": (leads, L) counts, "fc": 1-based fiducial in the beat,
     "zones": [(start, fiducial, end), ...] 1-based}``: the beat is subtracted in each
@@ -144,7 +160,9 @@ def write_scp(path: str | Path, counts: np.ndarray, leads: Sequence[str], fs: in
           + _tag(8, bytes([2])) + _tag(25, struct.pack("<HBB", 2019, 12, 24)) + _tag(26, bytes([8, 30, 0]))
           + _tag(255, b""))
     sections = {1: s1}
-    if huffman:
+    if huffman == "explicit":
+        sections[2] = _explicit_default_table()
+    elif huffman:
         sections[2] = struct.pack("<H", 19999)
     flags = (n_leads << 3) | 0b100 | (1 if ref_beat else 0)
     s3 = bytes([n_leads, flags]) + b"".join(struct.pack("<IIB", 1, n, SCP_CODES[lead]) for lead in leads)

@@ -128,6 +128,12 @@ def test_scp_first_differences_and_none(tmp_path, ptbxl_counts, diff):
     np.testing.assert_array_equal(ecg.signal, ref.signal)
 
 
+def test_scp_huffman_table_stored_in_section_2(tmp_path, ptbxl_counts):
+    counts, ref = ptbxl_counts
+    ecg = read_ecg(str(write_scp(tmp_path / "table.scp", counts, STANDARD, 500, huffman="explicit")))
+    np.testing.assert_array_equal(ecg.signal, ref.signal)
+
+
 def test_scp_reference_beat_subtraction(tmp_path, ptbxl_counts):
     counts, ref = ptbxl_counts
     beat = counts[:, 400:700]  # a reference beat of 300 samples, fiducial at its sample 101
