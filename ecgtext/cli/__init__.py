@@ -38,6 +38,7 @@ def _version(value: bool):
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q",
@@ -48,7 +49,7 @@ def _root(
     """ECG-text foundation models for 12-lead ECGs."""
     from .logs import setup_logging
 
-    setup_logging(quiet=quiet, verbose=0 if quiet else verbose)
+    ctx.call_on_close(setup_logging(quiet=quiet, verbose=0 if quiet else verbose))
     if quiet or not sys.stderr.isatty():  # download progress bars: for a person at a terminal only
         import os
 

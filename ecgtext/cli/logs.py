@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from rich.console import Console, Group
 from rich.logging import RichHandler
@@ -47,13 +48,16 @@ def level_for(quiet: bool, verbose: int) -> int:
     return {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
 
 
-def setup_logging(quiet: bool = False, verbose: int = 0) -> logging.Handler:
-    """Install the stderr handler on the ``ecgtext`` logger (replacing an earlier one)."""
+def setup_logging(quiet: bool = False, verbose: int = 0) -> Callable[[], None]:
+    """Install the stderr handler on the ``ecgtext`` logger (replacing an earlier one);
+    returns the function that removes it again and restores the logger's level (the CLI
+    calls it when the command ends, so in-process callers such as tests get the logger back)."""
     STATE.quiet, STATE.verbose = quiet, verbose
     logger = logging.getLogger(LOGGER)
     for h in list(logger.handlers):
         if isinstance(h, LineHandler):
             logger.removeHandler(h)
+    previous = logger.level
     # soft_wrap: never break a line (logs are grepped); the console follows sys.stderr as it is at print time
     handler = LineHandler(console=Console(stderr=True, soft_wrap=True), show_time=False, show_level=False,
                           show_path=False, markup=False, rich_tracebacks=False)
@@ -61,4 +65,10 @@ def setup_logging(quiet: bool = False, verbose: int = 0) -> logging.Handler:
     handler.setLevel(level)
     logger.addHandler(handler)
     logger.setLevel(level)
-    return handler
+
+    def teardown() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        STATE.quiet, STATE.verbose = False, 0
+
+    return teardown

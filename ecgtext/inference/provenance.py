@@ -166,13 +166,13 @@ def _provenance(model_dir: str | os.PathLike, pre: Any, *, device: "torch.device
     import torch
 
     from ecgtext import __version__
-    from ecgtext.inference.engine import model_identity
+    from ecgtext.inference.engine import model_identity, resolve_device
 
     ident = model_identity(model_dir)
     contract = {"sample_rate": float(pre.sample_rate), "window": int(pre.window), "leads": list(pre.leads),
                 "units": pre.units, "filter": pre.filter, "normalize": pre.normalize,
                 "stride": None if stride is None else int(stride), "min_coverage": float(min_coverage)}
-    dev = torch.device(device)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)  # "auto" -> the real one
     return Provenance(model_name=ident.name, weights_sha256=ident.weights_sha256,
                       precision=resolve_precision(dev, precision), device_type=dev.type,
                       preprocess=contract, ecgtext_version=__version__,

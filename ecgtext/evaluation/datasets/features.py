@@ -16,6 +16,7 @@ records without features are an error unless explicitly allowed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
@@ -25,6 +26,8 @@ import numpy as np
 from ecgtext.errors import DataError, ProvenanceError
 from ecgtext.evaluation.datasets.base import KEY_SEP, LabelledDataset, record_path_key
 from ecgtext.inference.provenance import FEATURE_FIELDS, Provenance, check_features, provenance_from_metadata
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ecgtext.io import ReadOptions
@@ -240,6 +243,11 @@ def dataset_features(ds: LabelledDataset, *, features: FeatureTable | str | os.P
         table = features if isinstance(features, FeatureTable) else read_feature_parquet(features)
         if expect is not None:
             extra_notes = check_table(table, expect, force=force, fields=expect_fields)
+        for note in extra_notes:
+            logger.warning("%s", note)
+        if table.provenance is not None:
+            logger.info("features from %s: %s, precision %s, %s", table.source, table.provenance.model_id,
+                        table.provenance.precision, table.provenance.device_type)
         idx = match_keys(ds, table.keys)
         source = table.source or "features"
     else:
@@ -253,6 +261,9 @@ def dataset_features(ds: LabelledDataset, *, features: FeatureTable | str | os.P
         errors = [str(e) for e in errs]
         info = model_info(model, model_source, device=device, precision=precision)
         prov = Provenance.from_dict(info["provenance"], "computed") if "provenance" in info else None
+        if prov is not None:
+            logger.info("features computed with %s on %s, precision %s", prov.model_id, prov.device_type,
+                        prov.precision)
         table = FeatureTable(keys=list(ok), X=X, model=info, source="computed", provenance=prov)
         pos = {k: i for i, k in enumerate(ok)}
         idx = np.array([pos.get(k, -1) for k in ds.keys], dtype=int)
