@@ -56,7 +56,7 @@ def test_stream_equals_prepare_on_a_real_record(stride):
 
 
 def test_stream_equals_prepare_across_resampling_chunks():
-    # MIT-BIH 100: 360 -> 500 Hz, read through wfdb.rdrecord(sampfrom, sampto) (format 212)
+    # MIT-BIH 100: 360 -> 500 Hz, format 212 decoded range by range (open_wfdb_range)
     opts = ReadOptions(lead_map={"MLII": "II"})
     assert_same_as_prepare(MITBIH, opts, chunk=7)
     assert_same_as_prepare(MITBIH, opts, stride=3000, chunk=4)

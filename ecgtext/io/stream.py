@@ -3,9 +3,9 @@
 A 24-hour 12-lead Holter at 500 Hz is 43 million samples per lead; reading it
 whole (``read_ecg``) and windowing it (``prepare``) holds several copies of it
 (~9 GB). Here a recording is opened without reading its samples
-(:func:`open_lazy`: ``.npy`` via ``np.load(mmap_mode="r")``, WFDB format 16 and
-ISHNE via :class:`numpy.memmap`, other WFDB formats via ``wfdb.rdrecord``'s
-``sampfrom``/``sampto``, EDF via pyEDFlib's ``readSignal(start, n)``), and
+(:func:`open_lazy`: ``.npy`` via ``np.load(mmap_mode="r")``, WFDB via the WFDB
+reader's own range reads (``open_wfdb_range``), ISHNE via :class:`numpy.memmap`,
+EDF via pyEDFlib's ``readSignal(start, n)``), and
 :meth:`LazyRecord.read` returns the rows and values ``read_ecg`` would give for
 a sample range. :class:`ecgtext.inference.streaming.WindowStream` turns that
 into model windows a chunk at a time (windowing lives above this layer, beside
@@ -138,52 +138,22 @@ def _lazy_npy(path: str, options: ReadOptions) -> LazyRecord | None:
 
 
 def _lazy_wfdb(path: str, options: ReadOptions) -> LazyRecord | None:
-    import wfdb
+    from .wfdb_reader import open_wfdb_range
 
-    from .wfdb_reader import record_base
+    rng = open_wfdb_range(path, options)  # the reader's own header grammar, checks and decoders
+    if rng is None:
+        return None  # multi-segment or multi-frequency: read_ecg reads it whole
+    scales = [mv_per_unit(u) for u in rng.units]
+    if any(sc is None for sc in scales):
+        return None  # a unit only the options can explain: read_ecg applies them
+    scale = np.asarray(scales, dtype=np.float64)[:, None]
 
-    base = record_base(path)
-    try:
-        h = wfdb.rdheader(base)
-    except Exception:  # noqa: BLE001 - read_ecg reports a bad header properly
-        return None
-    if getattr(h, "n_seg", None) is not None or not h.sig_len or not h.fs or not h.n_sig:
-        return None
-    if any(s not in (None, 1) for s in (h.samps_per_frame or [])):
-        return None  # multi-frequency: read_ecg resamples it whole
-    units = [u or "mV" for u in (h.units or ["mV"] * h.n_sig)]
-    if any(mv_per_unit(u) is None for u in units):
-        return None
-    scale = np.array([mv_per_unit(u) for u in units])[:, None]
-    gain = np.array([g if g else 200.0 for g in h.adc_gain])[:, None]
-    baseline = np.array(h.baseline, dtype=np.float64)[:, None]
-    folder = os.path.dirname(base)
-    fast = (all(str(f) == "16" for f in h.fmt) and len(set(h.file_name)) == 1
-            and not any(h.skew or []) and len(set(h.byte_offset or [0])) == 1)
-    if fast:
-        file = os.path.join(folder, h.file_name[0])
-        offset = (h.byte_offset or [0])[0] or 0
-        try:
-            if os.path.getsize(file) < offset + 2 * h.n_sig * h.sig_len:
-                return None  # truncated: read_ecg says so
-        except OSError:
-            return None
+    def read(a: int, b: int) -> np.ndarray:
+        x = rng.read(a, b)
+        x *= scale
+        return x
 
-        def read(a: int, b: int) -> np.ndarray:
-            # map only this range (see _mapped): (samples, channels), transposed for this chunk
-            raw = np.memmap(file, dtype="<i2", mode="r", offset=offset + 2 * h.n_sig * a, shape=(b - a, h.n_sig))
-            frame = np.array(raw).T
-            del raw
-            x = frame.astype(np.float64)
-            x[frame == -32768] = np.nan
-            return (x - baseline) / gain * scale
-    else:
-        def read(a: int, b: int) -> np.ndarray:
-            rec = wfdb.rdrecord(base, sampfrom=a, sampto=b, physical=False, return_res=64)
-            d = rec.d_signal.T.astype(np.float64)
-            return (d - baseline) / gain * scale
-
-    return _finish(path, h.fs, list(h.sig_name), h.sig_len, read, options, {"format": "wfdb"})
+    return _finish(path, rng.fs, list(rng.names), rng.n_samples, read, options, dict(rng.meta))
 
 
 def _lazy_ishne(path: str, options: ReadOptions) -> LazyRecord | None:
@@ -217,8 +187,8 @@ def open_lazy(path: str, options: ReadOptions | None = None) -> LazyRecord | Non
     """Open ``path`` for range reads without reading its samples; ``None`` when the format
     (or this file's layout) cannot be read by range -- then read it whole with ``read_ecg``.
 
-    Streamable: ``.npy`` (with ``fs`` and ``leads`` options), WFDB single-segment records
-    (format 16 memory-mapped, others through ``wfdb.rdrecord``), ISHNE, EDF/EDF+/BDF
+    Streamable: ``.npy`` (with ``fs`` and ``leads`` options), WFDB single-segment one-rate
+    records (the WFDB reader's range reads), ISHNE, EDF/EDF+/BDF
     whose ECG channels share one rate. Header problems raise the reader's errors.
     """
     from .paths import detect_format, split_key
