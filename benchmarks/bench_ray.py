@@ -9,7 +9,7 @@ own costs are what differ between engines; ``--model`` for another). Each engine
 
     total    = records / wall time (start-up included: actors, model loading, output scan)
     steady   = slope of records finished against time (least squares, one point per group
-               finishing together: a model batch locally, a part file on Ray)
+               finishing together: a model batch locally, a part file's write time on Ray)
     overhead = 1/steady(Ray, 1 actor) - 1/steady(local)      (seconds per record)
 
 Ray runs on one local instance started once (its start-up is printed apart), with
@@ -72,11 +72,20 @@ class Clock:
     """Timestamps of finished records (an ``on_record`` callback)."""
 
     def __init__(self):
-        self.t0 = time.perf_counter()
+        self.t0 = time.time()
         self.done: list[float] = []
 
     def __call__(self, path, err) -> None:
-        self.done.append(time.perf_counter())
+        self.done.append(time.time())
+
+    def from_parts(self, folder: Path) -> "Clock":
+        """Ray: when each part file was written by its actor (the driver hears of parts in bursts)."""
+        import pyarrow.parquet as pq
+
+        self.done = []
+        for f in sorted(folder.glob("part-*.parquet"), key=lambda f: f.stat().st_mtime):
+            self.done += [f.stat().st_mtime] * pq.ParquetFile(f).metadata.num_rows
+        return self
 
     def figures(self, n: int) -> tuple[float, float, float]:
         """(total records/s, steady records/s, fixed s): steady is the least-squares slope of
@@ -98,11 +107,16 @@ def main() -> None:
     ap.add_argument("--ray-cpus", type=int, default=os.cpu_count())
     ap.add_argument("--per-part", type=int, default=8, help="records per Ray part file / actor batch")
     ap.add_argument("--batch-size", type=int, default=8, help="windows per model batch (all engines)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the local engine (each Ray "
+                    "actor uses as many as it reserves CPUs, at least 1)")
     args = ap.parse_args()
+
+    import torch
 
     from ecgtext.inference.embed import run_embed
     from ecgtext.inference.engines.ray import RayOptions, connect, run_embed_ray
 
+    torch.set_num_threads(args.threads)
     print(cpu_line())
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     results = {}
@@ -129,12 +143,13 @@ def main() -> None:
             s = run_embed_ray(paths, args.model, tmp / f"ray{actors}", options=opts, batch_size=args.batch_size,
                               on_record=clock)
             assert s.written == n, s
-            results[f"ray, {actors} actor{'s' if actors > 1 else ''}"] = clock.figures(n)
+            results[f"ray, {actors} actor{'s' if actors > 1 else ''}"] = clock.from_parts(tmp / f"ray{actors}").figures(n)
         import ray
 
         ray.shutdown()
 
     print(f"{n} records, model {Path(args.model).name}, {args.batch_size} windows per model batch, "
+          f"{args.threads} torch thread(s) locally, "
           f"{args.per_part} records per Ray part; load average at end: {os.getloadavg()[0]:.1f}")
     print(f"{'engine':<16} {'total rec/s':>11} {'steady rec/s':>12} {'fixed s':>8}")
     for name, (total, steady, fixed) in results.items():
