@@ -316,6 +316,10 @@ def _print_retrieval(r: dict) -> None:
 
 
 def _errors(feat_report: dict) -> None:
+    from .logs import STATE
+
+    if STATE.quiet:  # -q: errors and results only
+        return
     errs = feat_report.get("errors") or []
     for e in errs[:10]:
         typer.echo(f"warning: skipped {e}", err=True)
