@@ -161,7 +161,6 @@ def probe_with_baseline(ds, config=None, *, model_source: str | None = None, fea
 
     from ecgtext.evaluation.datasets.features import dataset_features
     from ecgtext.evaluation.probe import fit_probe, run_probe, save_outputs
-
     from ecgtext.inference.engine import resolve_device
 
     source = model_source or "dbeta-base"
