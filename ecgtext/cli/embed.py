@@ -9,8 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import (BatchSizeOption, DeviceOption, MinCoverageOption, ModelOption, NumWorkersOption,
-                      Precision, PrecisionOption, with_read_options)
+from .options import (
+    BatchSizeOption,
+    DeviceOption,
+    MinCoverageOption,
+    ModelOption,
+    NumWorkersOption,
+    Precision,
+    PrecisionOption,
+    with_read_options,
+)
 
 
 class Aggregate(str, enum.Enum):
@@ -101,11 +109,11 @@ def command(
     Report texts: ecgtext embed --texts reports.csv --text-column report -o reports.parquet
     """
     from ecgtext.inference.embed import parse_shard, run_embed
+
     from ..errors import ConfigError, InputError
     from ..io import expand_paths
-    from .output import Progress, summary_line
-
     from .logs import STATE
+    from .output import Progress, summary_line
 
     quiet = quiet or STATE.quiet  # `ecgtext -q embed` and `ecgtext embed -q` alike
     if texts is not None:
