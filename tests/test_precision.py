@@ -88,7 +88,7 @@ def test_unknown_precision_is_a_one_line_error(cpu):
 
 def test_bf16_on_a_cpu_without_it_runs_with_a_warning(cpu, caplog):
     cpu(AVX2)
-    P._last_choice = ()
+    P._warned_emulated.clear()
     with caplog.at_level(logging.WARNING, logger="ecgtext.model.precision"):
         assert P.resolve_precision("bf16", "cpu") == "bf16"
     assert "emulated" in caplog.text and "slower than fp32" in caplog.text

@@ -142,7 +142,8 @@ def resolve_precision(precision: str | None = "auto", device: str | torch.device
         resolved = asked
     if resolved == "int8":
         _check_int8(dev, cpu)
-    elif resolved == "bf16" and cpu is not None and not cpu.native_bf16 and _last_choice[:1] != ("bf16",):
+    elif resolved == "bf16" and cpu is not None and not cpu.native_bf16 and not _warned_emulated:
+        _warned_emulated.append(True)  # once per process
         logger.warning("bf16 on a CPU without native bf16 (%s) is emulated: correct, but slower than fp32; "
                        "auto picks fp32 on this CPU", cpu.model)
     _log_choice(resolved, why, str(dev) if cpu is None else cpu.describe())
@@ -150,6 +151,7 @@ def resolve_precision(precision: str | None = "auto", device: str | torch.device
 
 
 _last_choice: tuple[str, ...] = ()
+_warned_emulated: list[bool] = []
 
 
 def _log_choice(*choice: str) -> None:
