@@ -24,6 +24,8 @@ _LAZY = {
     # embed
     "EmbedSummary": "embed", "run_embed": "embed", "parse_shard": "embed", "shard_slice": "embed",
     "output_layout": "embed", "record_key": "embed",
+    # export
+    "export_onnx": "export", "ExportResult": "export",
 }
 
 __all__ = sorted(_LAZY)
