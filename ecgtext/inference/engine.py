@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from ecgtext.model.precision import PRECISIONS, ecg_feature_fn, resolve_precisio
 if TYPE_CHECKING:  # pragma: no cover
     from ecgtext.io import ReadOptions
     from ecgtext.model.dbeta import DBeta
+
+logger = logging.getLogger(__name__)
 
 AGGREGATES = ("mean", "max", "first")
 
@@ -115,12 +118,15 @@ class ReadFailure:
     path: str
     kind: str  # the InputError subclass name, e.g. "FormatError"
     problem: str
+    field: str | None = None  # the typed fields, so the CLI's flag hint survives worker processes
+    value: object = None
+    option: str | None = None
 
     def to_error(self) -> InputError:
         cls = getattr(E, self.kind, None)
         if not (isinstance(cls, type) and issubclass(cls, InputError)):
             cls = InputError
-        return cls(self.path, self.problem)
+        return cls(self.path, self.problem, field=self.field, value=self.value, option=self.option)
 
 
 @dataclass
@@ -140,12 +146,14 @@ class PreparedRecord:
 def _failure(path: str, exc: BaseException) -> ReadFailure:
     if isinstance(exc, InputError):  # keyed by the record asked for; a different culprit stays named
         problem = exc.problem if exc.path in (None, path) else f"{exc.path}: {exc.problem}"
-        return ReadFailure(path, type(exc).__name__, problem)
+        return ReadFailure(path, type(exc).__name__, problem, exc.field, exc.value, exc.option)
     if isinstance(exc, E.EcgTextError):  # e.g. a ConfigError about this file's contents
-        return ReadFailure(path, "InputError", " ".join(str(exc).split()))
-    # an unexpected library error on one file must not stop a batch run; keep its type
-    msg = " ".join(str(exc).split())[:300]
-    return ReadFailure(path, "InputError", f"cannot read ({type(exc).__name__}: {msg})")
+        return ReadFailure(path, "InputError", " ".join(str(exc).split()), exc.field, exc.value, exc.option)
+    # an unexpected library error on one file must not stop a batch run; the user gets the
+    # problem in words, the exception type goes to the debug log
+    logger.debug("%s: unexpected %s while reading", path, type(exc).__name__, exc_info=exc)
+    msg = " ".join(str(exc).split())[:300] or "no details"
+    return ReadFailure(path, "InputError", f"cannot read this file (unexpected problem: {msg})")
 
 
 class RecordDataset(torch.utils.data.Dataset):
