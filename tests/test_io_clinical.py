@@ -61,7 +61,7 @@ def expected(rel: str) -> dict:
 
 @functools.cache
 def reference(rel: str, include_identifiers: bool = False):
-    """A reference file read once per session (Philips XLI decoding takes ~0.4 s); never mutated."""
+    """A reference file read once per session; never mutated."""
     return read_ecg(clinical() / rel, ReadOptions(include_identifiers=include_identifiers))
 
 
