@@ -21,8 +21,10 @@ from ecgtext.evaluation.retrieval import (
 )
 
 
-def independent_ranks(Q: np.ndarray, C: np.ndarray, reports: list[str], cosine: bool = False) -> list[int]:
+def independent_ranks(Q: np.ndarray, C: np.ndarray, reports: list[str], cosine: bool = False,
+                      query_reports: list[str] | None = None) -> list[int]:
     """Plain loops: 1 + incorrect candidates scoring >= the best correct one."""
+    query_reports = reports if query_reports is None else query_reports
     def norm(t):
         return " ".join(t.lower().split()).strip(" .,;:!?-")
 
@@ -34,7 +36,7 @@ def independent_ranks(Q: np.ndarray, C: np.ndarray, reports: list[str], cosine: 
             if cosine:
                 s /= np.linalg.norm(q.astype(np.float64)) * np.linalg.norm(c.astype(np.float64))
             scores.append(s)
-        correct = [norm(reports[j]) == norm(reports[i]) for j in range(len(C))]
+        correct = [norm(reports[j]) == norm(query_reports[i]) for j in range(len(C))]
         best = max(s for s, ok in zip(scores, correct) if ok)
         out.append(1 + sum(1 for s, ok in zip(scores, correct) if not ok and s >= best))
     return out
@@ -49,14 +51,20 @@ def test_metrics_equal_independent_computation(how):
     T = rng.normal(size=(40, 16)).astype(np.float32)
     E = (T + rng.normal(scale=1.5, size=T.shape)).astype(np.float32)
     m = retrieval_metrics(E, T, reports, how=how, block=7)
-    for direction, (Q, C) in {"ecg_to_text": (E, T), "text_to_ecg": (T, E)}.items():
-        ranks = np.array(independent_ranks(Q, C, reports, cosine=how == "cosine"))
+    def norm(t):
+        return " ".join(t.lower().split()).strip(" .,;:!?-")
+
+    first = sorted({norm(r): i for i, r in reversed(list(enumerate(reports)))}.values())  # one per report
+    for direction, (Q, C, qr) in {"ecg_to_text": (E, T, reports),
+                                  "text_to_ecg": (T[first], E, [reports[i] for i in first])}.items():
+        ranks = np.array(independent_ranks(Q, C, reports, cosine=how == "cosine", query_reports=qr))
         got = m[direction]
         for k in (1, 5, 10):
             assert got[f"R@{k}"] == pytest.approx(np.mean(ranks <= k))
         assert got["median_rank"] == pytest.approx(np.median(ranks))
         assert got["mean_rank"] == pytest.approx(ranks.mean())
     assert m["n_candidates"] == 40 and m["n_distinct_reports"] == 28 + 5  # 28 unique + 5 template groups
+    assert m["n_queries"] == {"ecg_to_text": 40, "text_to_ecg": 33}
 
 
 def test_identical_normalised_reports_are_correct_and_ties_count_against():

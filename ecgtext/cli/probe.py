@@ -309,9 +309,10 @@ def _print_retrieval(r: dict) -> None:
     t.add_column("mean rank", justify="right")
     for direction in ("ecg_to_text", "text_to_ecg"):
         v = r[direction]
-        t.add_row(direction.replace("_to_", " -> "), *[_pct(v[k]) for k in ("R@1", "R@5", "R@10")],
-                  f"{v['median_rank']:g}", f"{v['mean_rank']:.1f}")
-    t.add_row("chance", *[_pct(r["chance"][k]) for k in ("R@1", "R@5", "R@10")], "", "", style="dim")
+        t.add_row(f"{direction.replace('_to_', ' -> ')} ({r['n_queries'][direction]} queries)",
+                  *[_pct(v[k]) for k in ("R@1", "R@5", "R@10")], f"{v['median_rank']:g}", f"{v['mean_rank']:.1f}")
+        t.add_row("  chance", *[_pct(r["chance"][direction][k]) for k in ("R@1", "R@5", "R@10")], "", "",
+                  style="dim")
     console.print(t)
 
 

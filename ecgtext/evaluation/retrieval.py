@@ -8,8 +8,10 @@ equals the query's (lower-cased as the model sees it, whitespace collapsed,
 surrounding punctuation stripped): templated reports ("sinus rhythm. normal
 ecg.") are common and every ECG with the same report is an equally right answer.
 
-The rank of a query is 1 + the number of *incorrect* candidates scoring at
-least as high as its best correct candidate (ties count against the model, so
+Queries: every ECG (ECG -> text), and every *distinct* normalised report
+(text -> ECG: a template written for 40 records is one query, not 40 identical
+ones whose shared ranking would count 40 times). The rank of a query is 1 + the
+number of *incorrect* candidates scoring at least as high as its best correct candidate (ties count against the model, so
 constant features rank last, not first). ``R@k`` is the fraction of queries
 with rank <= k; ``chance`` is the expected R@k of a random ranking with the same
 correct sets, ``1 - C(N - c, k) / C(N, k)`` averaged over queries.
@@ -108,13 +110,16 @@ def retrieval_metrics(ecg_feats: np.ndarray, text_feats: np.ndarray, reports: Se
     if n == 0:
         raise DataError("no ECG-report pairs to evaluate")
     g = report_groups(reports)
-    counts = np.bincount(g)[g]  # correct candidates per query (its own pair included)
+    sizes = np.bincount(g)
+    first = np.unique(g, return_index=True)[1]  # one text query per distinct report
     return {
-        "n_pairs": n, "n_candidates": n, "n_distinct_reports": int(g.max() + 1), "score": how,
+        "n_pairs": n, "n_candidates": n, "n_distinct_reports": int(len(sizes)), "score": how,
+        "n_queries": {"ecg_to_text": n, "text_to_ecg": int(len(sizes))},
         "matching": MATCHING, "rank_definition": "1 + incorrect candidates scoring >= the best correct one",
         "ecg_to_text": _summary(first_correct_ranks(E, T, g, g, how, block), ks),
-        "text_to_ecg": _summary(first_correct_ranks(T, E, g, g, how, block), ks),
-        "chance": {f"R@{k}": chance_recall(counts, n, k) for k in ks},
+        "text_to_ecg": _summary(first_correct_ranks(T[first], E, g[first], g, how, block), ks),
+        "chance": {"ecg_to_text": {f"R@{k}": chance_recall(sizes[g], n, k) for k in ks},
+                   "text_to_ecg": {f"R@{k}": chance_recall(sizes, n, k) for k in ks}},
     }
 
 
