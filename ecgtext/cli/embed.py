@@ -109,6 +109,7 @@ def command(
     Report texts: ecgtext embed --texts reports.csv --text-column report -o reports.parquet
     """
     from ecgtext.inference.embed import parse_shard, run_embed
+    from ecgtext.inference.engine import EngineOptions
 
     from ..errors import ConfigError, InputError
     from ..io import expand_paths
@@ -162,11 +163,12 @@ def command(
         progress.advance(failed=err is not None)
 
     try:
+        engine = EngineOptions(batch_size=batch_size, num_workers=num_workers, device=device,
+                               precision=precision.value, min_coverage=min_coverage)
         summary = run_embed(files, model, output, read_options, per_window=per_window,
-                            aggregate=aggregate.value, batch_size=batch_size, num_workers=num_workers,
-                            device=device, precision=precision.value, shard=parse_shard(shard),
-                            overwrite=overwrite, flush_every=flush_every, min_coverage=min_coverage,
-                            on_record=on_record, on_start=lambda todo, skipped: progress.start(todo))
+                            aggregate=aggregate.value, shard=parse_shard(shard), overwrite=overwrite,
+                            flush_every=flush_every, on_record=on_record,
+                            on_start=lambda todo, skipped: progress.start(todo), engine=engine)
     finally:
         progress.stop()
     if not quiet:

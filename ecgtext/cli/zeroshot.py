@@ -87,6 +87,7 @@ def command(
     """
     import os
 
+    from ecgtext.inference.engine import EngineOptions
     from ecgtext.inference.zeroshot import mean_over_windows, run_zeroshot
 
     from ..errors import ConfigError, InputError
@@ -122,10 +123,10 @@ def command(
         windows.clear()
         _plot(rec, plot, plot_dir, read_options, label_set, score.value, model, top)
 
+    engine = EngineOptions(batch_size=batch_size, num_workers=num_workers, device=device,
+                           precision=precision.value, min_coverage=min_coverage)
     for r in run_zeroshot(files, model, label_set, read_options, how=score.value, temperature=temperature,
-                          per_window=per_window, lowercase=not keep_case, use_cache=not no_cache,
-                          batch_size=batch_size, num_workers=num_workers, device=device,
-                          precision=precision.value, min_coverage=min_coverage):
+                          per_window=per_window, lowercase=not keep_case, use_cache=not no_cache, engine=engine):
         if isinstance(r, InputError):
             failed += 1
             report_error(r)

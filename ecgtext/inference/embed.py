@@ -46,6 +46,7 @@ from ecgtext.inference.provenance import Provenance, provenance_for
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
+    from ecgtext.inference.engine import EngineOptions
     from ecgtext.io import ReadOptions
     from ecgtext.model.dbeta import DBeta
 
@@ -332,11 +333,10 @@ def _merge(final: Path, parts: list[Path], schema: "pa.Schema") -> int:
 
 def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str | os.PathLike,
               read_options: "ReadOptions | None" = None, *, per_window: bool = False, aggregate: str = "mean",
-              batch_size: int = 32, num_workers: int | None = None, device=None, precision: str = "auto",
               shard: tuple[int, int] | None = None, overwrite: bool = False, flush_every: int = 256,
-              flush_seconds: float = 60.0, stride: int | None = None, min_coverage: float = 0.5,
-              on_record: Callable[[str, InputError | None], None] | None = None,
-              on_start: Callable[[int, int], None] | None = None) -> EmbedSummary:
+              flush_seconds: float = 60.0, on_record: Callable[[str, InputError | None], None] | None = None,
+              on_start: Callable[[int, int], None] | None = None, engine: "EngineOptions | None" = None,
+              **options) -> EmbedSummary:
     """Embed ``paths`` into Parquet at ``out`` (see the module docstring for the layout).
 
     One row per record (``aggregate`` over its windows) or, with ``per_window``,
@@ -347,6 +347,11 @@ def run_embed(paths: Sequence[str], model: "DBeta | str | os.PathLike", out: str
     exact bytes (``os.fsencode``), which resuming matches on.
     ``on_start(todo, skipped)`` and ``on_record(path, error_or_None)`` report progress.
     """
+    from ecgtext.inference.engine import EngineOptions
+
+    o = EngineOptions.merge(engine, options, "run_embed")
+    batch_size, num_workers, device, precision = o.batch_size, o.num_workers, o.device, o.precision
+    stride, min_coverage = o.stride, o.min_coverage
     from ecgtext.inference.engine import (
         AGGREGATES,
         ReadFailure,

@@ -37,6 +37,35 @@ logger = logging.getLogger(__name__)
 AGGREGATES = ("mean", "max", "first")
 
 
+@dataclass
+class EngineOptions:
+    """How the engine runs, shared by every command that computes ECG features.
+
+    ``batch_size``: windows per model batch; ``num_workers``: reading processes
+    (``None``: chosen from the record count and device); ``device``: ``cpu``,
+    ``cuda[:N]`` or ``auto`` (``None``: the model's); ``precision``: ``auto``,
+    ``fp32``, ``bf16`` or ``int8``; ``stride``: window hop in samples (``None``:
+    no overlap); ``min_coverage``: the shortest last window kept, as a fraction.
+    """
+
+    batch_size: int = 32
+    num_workers: int | None = None
+    device: str | torch.device | None = None
+    precision: str = "auto"
+    stride: int | None = None
+    min_coverage: float = 0.5
+
+    @classmethod
+    def merge(cls, engine: "EngineOptions | None", loose: dict, where: str) -> "EngineOptions":
+        """``engine`` (or the defaults) with loose keyword options on top (the older call style)."""
+        import dataclasses
+
+        unknown = sorted(set(loose) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"{where}() got unexpected keyword argument(s): {', '.join(unknown)}")
+        return dataclasses.replace(engine or cls(), **loose)
+
+
 # --------------------------------------------------------------------------- model
 @dataclass(frozen=True)
 class ModelIdentity:
@@ -304,21 +333,20 @@ class RecordFeatures:
 
 
 def iter_features(paths: Sequence[str], model: "DBeta", read_options: "ReadOptions | None" = None, *,
-                  batch_size: int = 32, num_workers: int | None = None,
-                  device: str | torch.device | None = None, precision: str = "auto",
-                  stride: int | None = None, min_coverage: float = 0.5
-                  ) -> Iterator[RecordFeatures | InputError]:
+                  engine: EngineOptions | None = None, **options) -> Iterator[RecordFeatures | InputError]:
     """Stream per-record ECG features (or the record's :class:`InputError`) in input order.
 
     Windows of consecutive records are packed into model batches of
     ``batch_size`` windows; a record is yielded as soon as all its windows are
-    through the model. ``precision``: ``auto``, ``fp32``, ``bf16`` or ``int8`` (rule:
-    :func:`ecgtext.model.precision.resolve_precision`). Features come back as float32 on the CPU.
+    through the model. ``engine`` (or the same fields as keywords) says how: see
+    :class:`EngineOptions`; the precision rule is
+    :func:`ecgtext.model.precision.resolve_precision`. Features come back as float32 on the CPU.
     """
-    dev = resolve_device(device) if device is not None else model.device
-    source = iter_prepared(paths, model.config.preprocess, read_options, num_workers=num_workers,
-                           stride=stride, min_coverage=min_coverage, device_type=dev.type)
-    yield from features_from_prepared(source, model, batch_size=batch_size, device=dev, precision=precision)
+    o = EngineOptions.merge(engine, options, "iter_features")
+    dev = resolve_device(o.device) if o.device is not None else model.device
+    source = iter_prepared(paths, model.config.preprocess, read_options, num_workers=o.num_workers,
+                           stride=o.stride, min_coverage=o.min_coverage, device_type=dev.type)
+    yield from features_from_prepared(source, model, batch_size=o.batch_size, device=dev, precision=o.precision)
 
 
 def features_from_prepared(source: Iterable[PreparedRecord | ReadFailure], model: "DBeta", *,
@@ -403,9 +431,8 @@ def features_from_prepared(source: Iterable[PreparedRecord | ReadFailure], model
 
 
 def embed_paths(paths: Sequence[str], model: "DBeta", read_options: "ReadOptions | None" = None, *,
-                batch_size: int = 32, num_workers: int = 0, device: str | torch.device | None = None,
-                precision: str = "auto", aggregate: str = "mean", stride: int | None = None,
-                min_coverage: float = 0.5) -> tuple[np.ndarray, list[str], list[InputError]]:
+                aggregate: str = "mean", engine: EngineOptions | None = None, **options
+                ) -> tuple[np.ndarray, list[str], list[InputError]]:
     """Unimodal ECG features per record (windows aggregated): (N_ok, D) float32, the ok
     record keys (same order; HDF5 containers expand to one key per exam), and the
     errors of records that failed."""
@@ -414,8 +441,9 @@ def embed_paths(paths: Sequence[str], model: "DBeta", read_options: "ReadOptions
     feats: list[np.ndarray] = []
     keys: list[str] = []
     errs: list[InputError] = []
-    for r in iter_features(paths, model, read_options, batch_size=batch_size, num_workers=num_workers,
-                           device=device, precision=precision, stride=stride, min_coverage=min_coverage):
+    options.setdefault("num_workers", 0)  # all at once: reading in this process unless asked
+    o = EngineOptions.merge(engine, options, "embed_paths")
+    for r in iter_features(paths, model, read_options, engine=o):
         if isinstance(r, InputError):
             errs.append(r)
         else:

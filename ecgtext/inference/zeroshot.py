@@ -30,6 +30,7 @@ import torch
 from ecgtext.errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ecgtext.inference.engine import EngineOptions
     from ecgtext.io import ReadOptions
     from ecgtext.model.dbeta import DBeta
 
@@ -237,13 +238,15 @@ def _prepare_run(model: "DBeta | str | os.PathLike", labels: dict[str, str], low
 def run_zeroshot(paths: Sequence[str], model: "DBeta | str | os.PathLike", labels: dict[str, str],
                  read_options: "ReadOptions | None" = None, *, how: str = "raw", temperature: float = 1.0,
                  per_window: bool = False, lowercase: bool = True, use_cache: bool = True,
-                 batch_size: int = 32, num_workers: int | None = None, device=None, precision: str = "auto",
-                 stride: int | None = None, min_coverage: float = 0.5
-                 ) -> Iterator[ZeroShotResult | InputError]:
+                 engine: "EngineOptions | None" = None, **options) -> Iterator[ZeroShotResult | InputError]:
     """Stream zero-shot results in input order: one :class:`ZeroShotResult` per record
     (mean of its window scores) or, with ``per_window``, one per window; a record
-    that cannot be read yields its :class:`InputError` in place."""
-    from ecgtext.inference.engine import iter_features, resolve_device
+    that cannot be read yields its :class:`InputError` in place. ``engine`` (or the same
+    fields as keywords) says how features are computed: see :class:`~ecgtext.inference.engine.EngineOptions`."""
+    from ecgtext.inference.engine import EngineOptions, iter_features, resolve_device
+
+    o = EngineOptions.merge(engine, options, "run_zeroshot")
+    device, precision, stride, min_coverage = o.device, o.precision, o.stride, o.min_coverage
     from ecgtext.inference.provenance import provenance_for
 
     score(np.zeros((1, 1)), np.zeros((1, 1)), how, temperature)  # validate before any loading
@@ -257,8 +260,7 @@ def run_zeroshot(paths: Sequence[str], model: "DBeta | str | os.PathLike", label
                 len(labels))
     prov_dict = prov.to_dict()
     codes = list(labels)
-    for r in iter_features(paths, net, read_options, batch_size=batch_size, num_workers=num_workers,
-                           device=dev, precision=precision, stride=stride, min_coverage=min_coverage):
+    for r in iter_features(paths, net, read_options, engine=o, device=dev):
         if isinstance(r, InputError):
             yield r
             continue
