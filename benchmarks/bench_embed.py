@@ -95,7 +95,7 @@ def rate(fn, flop: float, seconds: float = 1.5) -> float:
     return reps * flop / (time.perf_counter() - t0) / 1e9
 
 
-def matmul_limits(m: int = 512, k: int = 768, n: int = 3072) -> dict[str, float]:
+def matmul_limits(m: int = 512, k: int = 768, n: int = 3072, int8: bool = True) -> dict[str, float]:
     """fp32 / bf16 / int8 GFLOP/s (GOP/s) of an FFN-shaped product, as the model calls it."""
     import torch
     import torch.nn.functional as F
@@ -113,7 +113,7 @@ def matmul_limits(m: int = 512, k: int = 768, n: int = 3072) -> dict[str, float]
     xi = torch.randint(0 if u8 else -127, 256 if u8 else 128, (m, k), dtype=torch.uint8 if u8 else torch.int8)
     wi = torch.randint(-127, 128, (n, k), dtype=torch.int8).t()  # the weight's transpose, as torchao passes it
     try:
-        out["int8"] = rate(lambda: torch._int_mm(xi, wi), flop)
+        out["int8"] = rate(lambda: torch._int_mm(xi, wi), flop) if int8 else float("nan")
     except RuntimeError:  # no CPU kernel in this torch build
         out["int8"] = float("nan")
     return {k_: round(v, 1) for k_, v in out.items()}
@@ -238,9 +238,8 @@ def main() -> None:
         flop_fast = gflop(FastEcgPath(ref_model, torch.float32), window)
         print(f"base ECG path, random weights (built in {time.perf_counter() - t0:.0f} s); work per record: "
               f"{flop_ref:.1f} GFLOP reference, {flop_fast:.1f} GFLOP fast path (bf16/int8)")
-        limits = matmul_limits()
-        print(f"matmul limits (512x768 @ 768x3072, as the FFN calls it): fp32 {limits['fp32']} GFLOP/s, "
-              f"bf16 {limits['bf16']} GFLOP/s, int8 {limits['int8']} GOP/s")
+        # limits measured before the first and after every chunk (the load drifts); medians reported
+        limit_runs = [matmul_limits(int8="int8" in variants)]
 
         precision_of = {"reference": "fp32", "fp32": "fp32", "bf16": "bf16", "int8": "int8"}
         build_s = {}
@@ -262,9 +261,14 @@ def main() -> None:
                 walls[v].append(time.perf_counter() - t0)
                 assert s.written == len(chunk) and s.failed == 0, s
                 files[v].append(out)
+            limit_runs.append(matmul_limits(int8="int8" in variants))
             print(f"chunk {k + 1}/{len(chunks)}: " + ", ".join(f"{v} {len(chunk) / walls[v][k]:.2f}/s"
                                                              for v in variants if len(walls[v]) > k), flush=True)
 
+        limits = {p: round(statistics.median(r[p] for r in limit_runs), 1) for p in ("fp32", "bf16", "int8")}
+        print(f"matmul limits (512x768 @ 768x3072, as the FFN calls it; median of {len(limit_runs)} runs "
+              f"between chunks): fp32 {limits['fp32']} GFLOP/s, bf16 {limits['bf16']} GFLOP/s, "
+              f"int8 {limits['int8']} GOP/s")
         feats = {v: read_features(files[v]) for v in variants}
         base = "fp32" if "fp32" in variants else variants[0]
         all_keys, all_f32 = feats[base]
