@@ -13,7 +13,7 @@ import importlib
 _LAZY = {
     # engine
     "EngineOptions": "engine", "ModelIdentity": "engine", "model_identity": "engine", "resolve_device": "engine",
-    "load_ecg_model": "engine", "autocast_context": "engine", "ReadFailure": "engine",
+    "load_ecg_model": "engine", "ReadFailure": "engine",
     "PreparedRecord": "engine", "RecordDataset": "engine", "expand_records": "engine",
     "default_num_workers": "engine", "iter_prepared": "engine", "RecordFeatures": "engine",
     "iter_features": "engine", "embed_paths": "engine", "PRECISIONS": "engine", "AGGREGATES": "engine",

@@ -11,7 +11,6 @@ input order.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from ecgtext import errors as E
 from ecgtext.config import PreprocessConfig
 from ecgtext.errors import InputError
 from ecgtext.inference.streaming import StreamedRecord
-from ecgtext.model.precision import PRECISIONS, ecg_feature_fn, resolve_precision  # PRECISIONS re-exported
+from ecgtext.model.precision import ecg_feature_fn, resolve_precision  # PRECISIONS re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     from ecgtext.io import ReadOptions
@@ -122,20 +121,6 @@ def load_ecg_model(source: str | os.PathLike = "dbeta-base", device: str | torch
 
     return load_model(source, device=None if device is None else resolve_device(device), components="ecg")
 
-
-def autocast_context(device: torch.device, precision: str):
-    """The autocast context for ``precision`` on ``device`` (``auto``: bf16 on CUDA, fp32 on CPU)."""
-    if precision not in PRECISIONS:
-        raise E.ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if device.type == "cuda":
-        if precision == "bf16" or torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()  # auto on CPU: fp32 (bf16 matmuls are slow on most CPUs)
 
 
 # --------------------------------------------------------------------------- reading

@@ -22,7 +22,6 @@ AMX) or without ``torchao`` is a one-line error: it would be slower than fp32.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from ..errors import ConfigError
+from .text_encoder import quiet_torchao_import
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dbeta import DBeta
@@ -266,16 +266,3 @@ def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
     quantize_(module, Int8DynamicActivationInt8WeightConfig(), filter_fn=in_transformer)
     return module
 
-
-@contextlib.contextmanager
-def quiet_torchao_import():
-    """Silence what importing ``torchao`` logs about GPU kernels a CPU build cannot load
-    (mxfp8, cutlass, triton). ``transformers`` imports torchao too when it is installed."""
-    saved = [(lg, lg.level) for lg in map(logging.getLogger, ("torchao", "torch.utils._pytree"))]
-    try:
-        for lg, _ in saved:
-            lg.setLevel(logging.ERROR)
-        yield
-    finally:
-        for lg, level in saved:
-            lg.setLevel(level)

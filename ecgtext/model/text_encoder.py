@@ -8,15 +8,29 @@ i.e. when pretraining starts from Flan-T5 rather than from a D-BETA checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
 import torch
 from torch import nn
 
 
-def _import_t5():
-    from .precision import quiet_torchao_import
+@contextlib.contextmanager
+def quiet_torchao_import():
+    """Silence what importing ``torchao`` logs about GPU kernels a CPU build cannot load
+    (mxfp8, cutlass, triton). ``transformers`` imports torchao too when it is installed."""
+    saved = [(lg, lg.level) for lg in map(logging.getLogger, ("torchao", "torch.utils._pytree"))]
+    try:
+        for lg, _ in saved:
+            lg.setLevel(logging.ERROR)
+        yield
+    finally:
+        for lg, level in saved:
+            lg.setLevel(level)
 
+
+def _import_t5():
     with quiet_torchao_import():  # transformers imports torchao (ecgtext[int8]) when present
         from transformers import T5Config, T5EncoderModel
     return T5Config, T5EncoderModel
