@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ecgtext.fsutil import atomic_path, cache_dir
+
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger("ecgtext.pretrain")
