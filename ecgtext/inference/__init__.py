@@ -2,7 +2,10 @@
 
 ``engine`` reads and prepares records and runs the ECG encoder in batches;
 ``zeroshot`` scores records against label descriptions; ``embed`` writes
-features to Parquet (resumable, shardable). Names are re-exported lazily so
+features to Parquet (resumable, shardable; ``engines/ray.py`` for clusters);
+``text_embed`` does the same for report texts; ``index`` and ``search`` find
+records by words or by example; ``export`` writes ONNX encoders;
+``provenance`` says what made an output. Names are re-exported lazily so
 ``import ecgtext.inference`` stays cheap.
 """
 
@@ -26,6 +29,9 @@ _LAZY = {
     "output_layout": "embed", "record_key": "embed",
     # export
     "export_onnx": "export", "ExportResult": "export",
+    # search and indexes (the search function itself: ecgtext.inference.search.search)
+    "SearchResult": "search", "Hit": "search", "build_index": "index", "open_embeddings": "index",
+    "IndexOptions": "index", "EmbeddingSet": "index", "run_embed_texts": "text_embed",
 }
 
 __all__ = sorted(_LAZY)
