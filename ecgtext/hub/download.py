@@ -84,7 +84,8 @@ def resolve_model(source: str) -> Path:
         return hit
     if _offline():
         raise HubError(_not_cached(spec, "the Hub is offline (HF_HUB_OFFLINE is set)"), option="model")
-    logger.info("%s: not in the cache yet; downloading it from %s/%s", spec.source, _endpoint(), spec.repo)
+    # shown by default: a first run downloads ~1.3 GB, the user should know why it waits
+    logger.warning("%s: not in the cache yet; downloading it from %s/%s", spec.source, _endpoint(), spec.repo)
     result = download(spec.source)
     logger.warning("%s", licence_notice(result))
     return result.path
