@@ -114,7 +114,7 @@ def command(
     from ..errors import ConfigError, InputError
     from ..io import expand_paths
     from .logs import STATE
-    from .output import Progress, summary_line
+    from .output import Progress
 
     quiet = quiet or STATE.quiet  # `ecgtext -q embed` and `ecgtext embed -q` alike
     if texts is not None:
@@ -171,22 +171,14 @@ def command(
                             on_start=lambda todo, skipped: progress.start(todo), engine=engine)
     finally:
         progress.stop()
-    if not quiet:
-        line = f"{summary.output}: {summary_line(summary.written, summary.failed, 'embedded')}"
-        if summary.skipped:
-            line += f", {summary.skipped} already there"
-        if summary.errors_path is not None:
-            line += f" (see {summary.errors_path})"
-        print(line, file=sys.stderr)
-    if summary.failed:
-        raise typer.Exit(1)
+    _finish(summary, quiet)
 
 
 def _embed_ray(paths, model, output, read_options, opts, *, quiet: bool, **kwargs) -> None:
     """``--engine ray``: inputs are expanded on the Ray workers (only '-' is read here)."""
     from ecgtext.inference.engines.ray import run_embed_ray
 
-    from .output import Progress, summary_line
+    from .output import Progress
 
     inputs = []
     for p in paths:
@@ -207,6 +199,13 @@ def _embed_ray(paths, model, output, read_options, opts, *, quiet: bool, **kwarg
                                 on_start=lambda todo, skipped: progress.start(todo), **kwargs)
     finally:
         progress.stop()
+    _finish(summary, quiet)
+
+
+def _finish(summary, quiet: bool) -> None:
+    """The summary line on stderr (both engines), then exit code 1 if records failed."""
+    from .output import summary_line
+
     if not quiet:
         line = f"{summary.output}: {summary_line(summary.written, summary.failed, 'embedded')}"
         if summary.skipped:

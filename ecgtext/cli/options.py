@@ -30,6 +30,14 @@ PANEL = "Reading ECG files"
 PERF = "Performance"
 
 
+class Score(str, enum.Enum):
+    """How an ECG is scored against text (zeroshot, search)."""
+
+    raw = "raw"
+    cosine = "cosine"
+    softmax = "softmax"
+
+
 class Precision(str, enum.Enum):
     auto = "auto"
     fp32 = "fp32"

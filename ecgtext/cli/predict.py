@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import sys
 from pathlib import Path
@@ -18,13 +17,7 @@ from .options import (
     PrecisionOption,
     with_read_options,
 )
-
-
-class Fmt(str, enum.Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
+from .probe import Fmt  # the same output formats as probe's
 
 
 @with_read_options

@@ -9,15 +9,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import BatchSizeOption, DeviceOption, NumWorkersOption, Precision, PrecisionOption, with_read_options
+from .options import (
+    BatchSizeOption,
+    DeviceOption,
+    NumWorkersOption,
+    Precision,
+    PrecisionOption,
+    Score,
+    with_read_options,
+)
 
 QUERY = "Queries"
-
-
-class Score(str, enum.Enum):
-    raw = "raw"
-    cosine = "cosine"
-    softmax = "softmax"
 
 
 class Format(str, enum.Enum):

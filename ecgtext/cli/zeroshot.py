@@ -17,14 +17,9 @@ from .options import (
     PathsArgument,
     Precision,
     PrecisionOption,
+    Score,
     with_read_options,
 )
-
-
-class Score(str, enum.Enum):
-    raw = "raw"
-    cosine = "cosine"
-    softmax = "softmax"
 
 
 class Format(str, enum.Enum):
