@@ -38,6 +38,15 @@ class Score(str, enum.Enum):
     softmax = "softmax"
 
 
+class ReportFormat(str, enum.Enum):
+    """Output formats shared by `probe` and `predict`."""
+
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
 class Precision(str, enum.Enum):
     auto = "auto"
     fp32 = "fp32"

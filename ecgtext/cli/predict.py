@@ -17,7 +17,9 @@ from .options import (
     PrecisionOption,
     with_read_options,
 )
-from .probe import Fmt  # the same output formats as probe's
+from .options import (
+    ReportFormat as Fmt,
+)
 
 
 @with_read_options

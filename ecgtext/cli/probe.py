@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .options import DeviceOption, Precision, PrecisionOption, with_read_options
+from .options import ReportFormat as Fmt
 
 DATA = "Dataset"
 PROTO = "Probing protocol"
@@ -41,13 +42,6 @@ class Missing(str, enum.Enum):
 
 class Baseline(str, enum.Enum):
     random = "random"
-
-
-class Fmt(str, enum.Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
 
 
 @with_read_options
