@@ -131,15 +131,12 @@ def read_aecg(path: str, options: ReadOptions) -> Ecg:
         raise SignalError(path, f"aECG leads differ in length ({sorted(lengths)} samples)")
     person = None
     subject = None
-    for elem in root.iter():
-        if isinstance(elem.tag, str) and local(elem.tag) == "trialSubject":
-            subject = elem
-            person = child(elem, "subjectDemographicPerson")
-            break
+    for elem in root.iter("{*}trialSubject"):
+        subject = elem
+        person = child(elem, "subjectDemographicPerson")
+        break
     age = None
-    for elem in root.iter():
-        if not (isinstance(elem.tag, str) and local(elem.tag) == "controlVariable"):
-            continue
+    for elem in root.iter("{*}controlVariable"):
         obs = child(elem, "relatedObservation")
         obs = obs if obs is not None else elem
         if _code(obs) == "21612-7":  # LOINC: reported age
