@@ -188,6 +188,59 @@ def test_a_manifest_of_paths_is_expanded_on_the_workers(ray_cluster, local_refer
     assert_same_rows(rows_by_key(pq.read_table(local_reference)), rows_by_key(pq.read_table(out)))
 
 
+def _holter(folder) -> str:
+    """A 48-min 12-lead ISHNE Holter (35 MB: above the streaming threshold) from a real PTB-XL record."""
+    import wfdb
+    from clinical_writers import write_long_ishne
+
+    from ecgtext.io.stream import should_stream
+
+    counts = wfdb.rdrecord(str(TESTDATA / "ptbxl" / "00001_hr"), physical=False).d_signal.T.astype(np.int64)
+    path = str(write_long_ishne(folder / "holter.ecg", counts, STANDARD_LEADS, 500, hours=0.8))
+    assert should_stream(path)
+    return path
+
+
+STANDARD_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+
+
+def test_ray_read_tasks_leave_long_recordings_to_the_actors(tmp_path):
+    """A Holter is not prepared whole in a read task (GBs there, and through the object store):
+    it is marked, and the model actor streams it."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'ecgtext[ray]')")
+    from ecgtext.config import load_config
+    from ecgtext.inference.engines.ray import _prepare_batch
+
+    short = str(TESTDATA / "ptbxl" / "00001_hr.hea")
+    batch = {"path": np.array([_holter(tmp_path), short], dtype=object),
+             "error": np.array(["", ""], dtype=object), "message": np.array(["", ""], dtype=object)}
+    pre = load_config(TINY_DIR).preprocess
+    out = _prepare_batch(batch, pre=pre, read_options=None, stride=None, min_coverage=0.5,
+                         done=np.zeros((0, 16), dtype=np.uint8))
+    assert json.loads(out["info"][0]) == {"stream": True} and out["windows"][0].shape[0] == 0
+    assert out["windows"][1].shape[0] == 1 and not out["error"][0] and not out["error"][1]
+
+
+@pytest.mark.slow
+def test_ray_streams_a_holter_with_the_local_engines_rows(ray_cluster, tmp_path):
+    from ecgtext.inference.engines.ray import RayOptions, run_embed_ray
+
+    holter = _holter(tmp_path)
+    local = tmp_path / "local.parquet"
+    s = run_embed([holter], str(TINY_DIR), local, per_window=True)
+    assert (s.written, s.failed) == (1, 0) and s.rows == 288
+    out = tmp_path / "ray"
+    r = run_embed_ray([holter, str(TESTDATA / "ptbxl")], str(TINY_DIR), out, per_window=True,
+                      options=RayOptions(records_per_part=2))
+    assert (r.written, r.failed) == (6, 0)
+    a, b = pq.read_table(local).to_pydict(), pq.read_table(out).to_pydict()
+    rows = [i for i, p in enumerate(b["path"]) if p == holter]
+    assert len(rows) == 288 and sorted(b["window"][i] for i in rows) == a["window"]
+    by_window = {b["window"][i]: np.asarray(b["embedding"][i], dtype=np.float32) for i in rows}
+    for w, emb in zip(a["window"], a["embedding"]):
+        np.testing.assert_allclose(by_window[w], np.asarray(emb, dtype=np.float32), atol=1e-5, rtol=0)
+
+
 def test_unreachable_cluster_is_one_line_not_a_hang(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed")
     with socket.socket() as s:  # a port nothing listens on

@@ -6,11 +6,18 @@ A streaming pipeline, from record list to Parquet dataset::
       -> expand        Ray tasks: folders walked, manifests read, HDF5 exams listed
       -> blocks of ``records_per_part`` record keys (streaming repartition)
       -> prepare       Ray tasks (``read_parallelism``): read_ecg + prepare, exactly
-                       the local engine's per-record code (RecordDataset)
+                       the local engine's per-record code (RecordDataset); a long
+                       recording (a Holter: ``should_stream``) is only marked here
+                       and streamed by the model actor, a chunk of windows at a time
       -> embed         ``num_actors`` model actors (``num_gpus=1`` each on GPU clusters):
                        the local engine's model loop (features_from_prepared), rows
                        built by the local engine's row builder, one part file per batch
       -> OUT/part-<key digest>.parquet    + OUT-stem.errors.jsonl (driver)
+
+Long recordings keep their bounded memory on Ray too: preparing a 24-h Holter whole in a
+read task would take ~7-10 GB there and move ~2 GB of windows through the object store,
+so the actor that embeds it opens it itself (the local engine's streaming path,
+``StreamedRecord``) and its peak stays at one chunk of windows plus the features.
 
 Nothing holds the full record list: the driver sees one small summary row per
 part file, and the "done" set for resuming is a sorted array of 16-byte key
@@ -198,6 +205,7 @@ def _prepare_batch(batch: dict[str, np.ndarray], *, pre, read_options, stride, m
     import ray
 
     from ecgtext.inference.engine import ReadFailure, RecordDataset
+    from ecgtext.inference.streaming import StreamedRecord
 
     done_arr = ray.get(done) if isinstance(done, ray.ObjectRef) else done
     paths = [str(p) for p in batch["path"]]
@@ -205,7 +213,7 @@ def _prepare_batch(batch: dict[str, np.ndarray], *, pre, read_options, stride, m
     error = [str(e) for e in batch["error"]]
     message = [str(m) for m in batch["message"]]
     skip = _member(key_digests(paths), done_arr) & np.array([not e for e in error], dtype=bool)
-    ds = RecordDataset(paths, pre, read_options, stride=stride, min_coverage=min_coverage)
+    ds = RecordDataset(paths, pre, read_options, stride=stride, min_coverage=min_coverage, stream_long=True)
     empty = np.zeros((0, len(pre.leads), int(pre.window)), dtype=np.float32)
     windows = np.empty(n, dtype=object)
     info = []
@@ -218,6 +226,9 @@ def _prepare_batch(batch: dict[str, np.ndarray], *, pre, read_options, stride, m
         if isinstance(item, ReadFailure):
             error[i], message[i] = item.kind, item.problem
             info.append("{}")
+            continue
+        if isinstance(item, StreamedRecord):  # long: the model actor streams it (bounded memory)
+            info.append(json.dumps({"stream": True}))
             continue
         windows[i] = item.windows
         info.append(json.dumps({"starts_s": [float(x) for x in item.starts_s], "source_fs": item.source_fs,
@@ -233,7 +244,8 @@ class _Embedder:
 
     def __init__(self, *, model_ref: str, provenance: dict, meta: dict, device: str, precision: str,
                  batch_size: int, per_window: bool, aggregate: str, fs, root: str, local: bool,
-                 threads: int, crash: str | None):
+                 threads: int, crash: str | None, read_options: "ReadOptions | None" = None,
+                 stride: int | None = None, min_coverage: float = 0.5):
         import torch
 
         from ecgtext.inference.embed import _schema
@@ -258,10 +270,14 @@ class _Embedder:
         self.fs, self.root, self.local = fs, root, local
         self.crash = crash
         self.calls = 0
+        # for the long recordings this actor streams itself
+        self.pre, self.read_options = self.net.config.preprocess, read_options
+        self.stride, self.min_coverage = stride, min_coverage
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ecgtext.inference.embed import _Rows, add_record, error_entry
         from ecgtext.inference.engine import PreparedRecord, ReadFailure, features_from_prepared
+        from ecgtext.inference.streaming import StreamedRecord
 
         items: list = []
         skipped = 0
@@ -271,8 +287,9 @@ class _Embedder:
                 skipped += 1
             elif batch["error"][i]:
                 items.append(ReadFailure(path, str(batch["error"][i]), str(batch["message"][i])))
+            elif (m := json.loads(batch["info"][i])).get("stream"):
+                items.append(StreamedRecord(path, self.pre, self.read_options, self.stride, self.min_coverage))
             else:
-                m = json.loads(batch["info"][i])
                 items.append(PreparedRecord(
                     path=path, windows=np.asarray(batch["windows"][i], dtype=np.float32),
                     starts_s=np.asarray(m["starts_s"], dtype=np.float64), source_fs=m["source_fs"],
@@ -407,7 +424,8 @@ def run_embed_ray(inputs: Sequence[str], model: str | os.PathLike, out: str | os
                                    "device": device, "precision": precision, "batch_size": batch_size,
                                    "per_window": per_window, "aggregate": aggregate, "fs": fs, "root": root,
                                    "local": local, "threads": int(opts.actor_cpus),
-                                   "crash": os.environ.get(TEST_CRASH_ENV)})
+                                   "crash": os.environ.get(TEST_CRASH_ENV), "read_options": read_options,
+                                   "stride": stride, "min_coverage": min_coverage})
 
         written = n_rows = skipped = failed = 0
         err_fh = None
