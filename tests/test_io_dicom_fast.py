@@ -96,8 +96,12 @@ def _write(tmp_path: Path, kind: str) -> Path:
               "big endian": uid.ExplicitVRBigEndian, "deflated": uid.DeflatedExplicitVRLittleEndian
               }.get(kind, uid.ExplicitVRLittleEndian)
     ds.file_meta.TransferSyntaxUID = syntax
-    pydicom.dcmwrite(out, ds, implicit_vr=syntax == uid.ImplicitVRLittleEndian,
-                     little_endian=syntax != uid.ExplicitVRBigEndian, force_encoding=True)
+    implicit, little = syntax == uid.ImplicitVRLittleEndian, syntax != uid.ExplicitVRBigEndian
+    try:
+        pydicom.dcmwrite(out, ds, implicit_vr=implicit, little_endian=little, force_encoding=True)
+    except TypeError:  # pydicom 2.x
+        ds.is_implicit_VR, ds.is_little_endian = implicit, little
+        ds.save_as(out, write_like_original=False)
     return out
 
 

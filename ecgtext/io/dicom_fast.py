@@ -33,7 +33,6 @@ _MAX_DEPTH = 16
 # explicit VR: these have 2 reserved bytes and a 4-byte length (PS3.5 7.1.2), the rest a 2-byte length
 _LONG_VRS = frozenset(v.encode() for v in "OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 _SHORT_VRS = frozenset(v.encode() for v in "AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split())
-_VRS = _LONG_VRS | _SHORT_VRS
 _HHL = struct.Struct("<HHL").unpack_from  # tag group, element, 4-byte length (implicit VR, items)
 _HH2sH = struct.Struct("<HH2sH").unpack_from  # tag group, element, VR, 2-byte length (explicit VR)
 _L = struct.Struct("<L").unpack_from
@@ -94,9 +93,10 @@ def scan(buf: bytes, schema: Compiled) -> tuple[Node, bool]:
     if syntax not in (EXPLICIT_VR_LE, IMPLICIT_VR_LE):
         raise Unsupported(f"transfer syntax {syntax}")
     implicit = syntax == IMPLICIT_VR_LE
-    # pydicom checks the first element against the transfer syntax and follows the data when
-    # they disagree; here a disagreement is "not understood"
-    if len(buf) > pos and (buf[pos + 4:pos + 6] in _VRS) is implicit:
+    # pydicom checks the first element against the transfer syntax (two upper-case letters where
+    # an explicit VR would be) and follows the data when they disagree; here that is "not understood"
+    looks_explicit = len(buf) >= pos + 6 and 0x40 < buf[pos + 4] < 0x5B and 0x40 < buf[pos + 5] < 0x5B
+    if len(buf) > pos and looks_explicit is implicit:
         raise Unsupported("the data set's VR encoding differs from its transfer syntax")
     top, _ = _dataset(buf, pos, len(buf), implicit, schema, 0)
     return top, implicit
