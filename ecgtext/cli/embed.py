@@ -177,16 +177,13 @@ def command(
 def _embed_ray(paths, model, output, read_options, opts, *, quiet: bool, **kwargs) -> None:
     """``--engine ray``: inputs are expanded on the Ray workers (only '-' is read here)."""
     from ecgtext.inference.engines.ray import run_embed_ray
+    from ecgtext.io.paths import read_path_list
 
     from .output import Progress
 
     inputs = []
     for p in paths:
-        if p == "-":
-            inputs += [ln.strip() for ln in sys.stdin.read().splitlines()
-                       if ln.strip() and not ln.strip().startswith("#")]
-        else:
-            inputs.append(p)
+        inputs += read_path_list() if p == "-" else [p]
     progress = Progress(enabled=not quiet and sys.stderr.isatty())
 
     def on_record(path, err):

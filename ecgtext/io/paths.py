@@ -310,13 +310,7 @@ def expand_inputs(inputs: Sequence[str], stdin: TextIO | None = None) -> Expande
     for item in inputs:
         item = os.fsdecode(item) if isinstance(item, bytes) else os.fspath(item)
         if item == "-":
-            stream = stdin if stdin is not None else sys.stdin
-            raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
-            # bytes: a name that is not UTF-8 survives (surrogate escapes), as in argv
-            text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
-            lines = [ln.strip() for ln in text.replace("\r\n", "\n").split("\n")]
-            expanded = [p for ln in lines if ln and not ln.startswith("#")
-                        for p in _expand_one(ln, out.failures)]
+            expanded = [p for ln in read_path_list(stdin) for p in _expand_one(ln, out.failures)]
         else:
             expanded = _expand_one(item, out.failures)
         for p in expanded:
@@ -328,6 +322,17 @@ def expand_inputs(inputs: Sequence[str], stdin: TextIO | None = None) -> Expande
     whole = {_real_key(p) for p in out.paths if split_key(p)[1] is None}
     out.paths = [p for p in out.paths if split_key(p)[1] is None or _real_key(split_key(p)[0]) not in whole]
     return out
+
+
+def read_path_list(stdin: TextIO | None = None) -> list[str]:
+    """The paths listed one per line on ``stdin`` (default ``sys.stdin``); blank lines and
+    ``#`` comments skipped. Read as bytes, so a name that is not UTF-8 survives (surrogate
+    escapes), as it does in argv."""
+    stream = stdin if stdin is not None else sys.stdin
+    raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
+    lines = [ln.strip() for ln in text.replace("\r\n", "\n").split("\n")]
+    return [ln for ln in lines if ln and not ln.startswith("#")]
 
 
 def expand_paths(inputs: Sequence[str], stdin: TextIO | None = None) -> list[str]:
