@@ -53,7 +53,8 @@ def cpu_info() -> str:
     return info()
 
 
-def pretrain_tiny(data: Path, out: Path, budget_s: float, seed: int, window: int) -> tuple[Path, dict]:
+def pretrain_tiny(data: Path, out: Path, budget_s: float, seed: int, window: int,
+                  ets_scale: float = 1.0, ets_bias: float | None = None) -> tuple[Path, dict]:
     import pandas as pd
 
     from ecgtext.config import load_preset
@@ -71,7 +72,7 @@ def pretrain_tiny(data: Path, out: Path, budget_s: float, seed: int, window: int
     pd.DataFrame(rows).to_csv(manifest, index=False)
     common = dict(dataset="manifest", manifest=str(manifest), init="scratch", arch=str(out / "arch.json"),
                   tokenizer=str(TOKENIZER), num_workers=0, batch_size=32, lr=1e-3, seed=seed, device="cpu",
-                  save_every=100_000, log_every=1)
+                  save_every=100_000, log_every=1, ets_scale=ets_scale, ets_bias=ets_bias)
     t0 = time.perf_counter()
     pretrain(load_train_config(None, dict(common, out=str(out / "calib"), max_steps=3, warmup_steps=0)))
     recs = [json.loads(x) for x in (out / "calib" / "metrics.jsonl").read_text().splitlines()]
@@ -84,7 +85,7 @@ def pretrain_tiny(data: Path, out: Path, budget_s: float, seed: int, window: int
     took = time.perf_counter() - t0
     recs = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in recs if "loss" in r]
-    info = {"pairs": len(rows), "steps": steps, "window": window, "batch_size": 32, "epochs": round(steps * 32 / len(rows), 1),
+    info = {"ets_scale": ets_scale, "ets_bias": ets_bias, "pairs": len(rows), "steps": steps, "window": window, "batch_size": 32, "epochs": round(steps * 32 / len(rows), 1),
             "wall_s": round(took, 1), "step_s": round(step_s, 3), "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None}
     return model_dir, info
@@ -115,7 +116,12 @@ def evaluate(model_or_dir, name: str, data: Path, seed: int) -> dict:
     probe_lr = fit_probe(feats, ProbeConfig(seeds=(seed,), head="sklearn"), model={"name": name}).report
     held = np.flatnonzero(np.isin(feats.dataset.split, ["val", "test"]))
     sub, Xh = feats.dataset.select(held), feats.X[held]
-    out = {"probe_macro_auroc": probe["macro_auroc"], "probe_sklearn_macro_auroc": probe_lr["macro_auroc"],
+    X = feats.X.astype(np.float64)
+    mu = X.mean(axis=0)
+    # how far the ECG features are from one constant vector (collapse): mean distance to their
+    # mean, relative to the mean's norm
+    spread = float(np.linalg.norm(X - mu, axis=1).mean() / max(np.linalg.norm(mu), 1e-12))
+    out = {"feature_spread": spread, "probe_macro_auroc": probe["macro_auroc"], "probe_sklearn_macro_auroc": probe_lr["macro_auroc"],
            "probe_n_train": probe["n_train"],
            "probe_n_test": probe["n_test"], "probe_per_class": {c: v["auroc"] for c, v in probe["per_class"].items()},
            "zeroshot_n": len(held)}
@@ -136,6 +142,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--window", type=int, default=2000,
                     help="training and feature window in samples at 500 Hz (the preset's is 5000 = 10 s)")
+    ap.add_argument("--ets-scale", type=float, default=1.0,
+                    help="ETS logit scale (1 = the reference; SigLIP: 10)")
+    ap.add_argument("--ets-bias", type=float, default=None,
+                    help="ETS logit bias (none = the reference; SigLIP: -10)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the pretrained model directory here")
     ap.add_argument("--out", type=Path, default=None, help="write every number here (JSON)")
     args = ap.parse_args()
@@ -150,11 +160,15 @@ def main() -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average at start: {load:.1f} (other work on the machine slows every step)")
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir, train = pretrain_tiny(args.data, Path(tmp), args.budget_s, args.seed, args.window)
+        model_dir, train = pretrain_tiny(args.data, Path(tmp), args.budget_s, args.seed, args.window,
+                                         args.ets_scale, args.ets_bias)
         if args.keep is not None:
             import shutil
 
             shutil.copytree(model_dir, args.keep, dirs_exist_ok=True)
+        print(f"ETS logits: {args.ets_scale:g} x <ecg, text>"
+              + (f" {args.ets_bias:+g}" if args.ets_bias is not None else "")
+              + (" (the reference)" if args.ets_scale == 1 and args.ets_bias is None else ""))
         print(f"pretrained: {train['steps']} steps x batch 32 on {train['pairs']} pairs ({train['epochs']} epochs) "
               f"in {train['wall_s']} s; loss {train['loss_first']:.3f} -> {train['loss_last']:.3f}")
         pre = evaluate(model_dir, "pretrained", args.data, args.seed)
@@ -165,6 +179,8 @@ def main() -> int:
         for how in ("raw", "cosine"):
             rows.append((f"zero-shot macro AUROC, {lang} descriptions, {how} (folds 9-10)", f"zeroshot_{lang}_{how}"))
     print(f"\n{'':60} {'pretrained':>10} {'random':>10} {'diff':>8}")
+    print(f"{'ECG feature spread, % of the mean feature norm (collapse: ~0)':60} "
+          f"{100 * pre['feature_spread']:10.3f} {100 * rnd['feature_spread']:10.3f}")
     for label, key in rows:
         a, b = pre[key], rnd[key]
         d = "-" if a is None or b is None else f"{100 * (a - b):+.1f}"

@@ -217,3 +217,42 @@ def test_cli_help_lists_the_options():
     assert proc.returncode == 0, proc.stderr
     for flag in ("--manifest", "--dataset", "--init", "--resume", "--n3s-k", "--grad-accum", "--precision"):
         assert flag in proc.stdout
+
+
+def test_ets_scale_and_bias_shape_the_contrastive_logits(tmp_path, manifest, tiny_arch):
+    """--ets-scale/--ets-bias reach the loss: the first step's ETS equals the formula on the
+    initial model's features, and the reference (1, none) stays the default."""
+    from ecgtext.config import load_config
+    from ecgtext.model.dbeta import pretraining_losses
+    from ecgtext.model.loading import build_model
+    from ecgtext.model.losses import ets_loss
+
+    assert (load_train_config().ets_scale, load_train_config().ets_bias) == (1.0, None)
+    with pytest.raises(ConfigError, match="ets_scale"):
+        tiny_cfg(tmp_path / "bad", ets_scale=0)
+    torch.manual_seed(0)
+    model = build_model(load_config(tiny_arch), random_init=True)
+    model.model_dir = TINY_DIR  # its tokenizer
+    model.eval()  # no dropout: both passes see the same features
+    ecg = torch.randn(3, 12, 2000) * 0.3
+    ids, mask = model.tokenize(["sinusrhythmus normales ekg", "st-t abnormal", "schenkelblock"])
+    labels = torch.full_like(ids, -100)
+    aligned = torch.tensor([1, 0, 1])
+    ref, out = pretraining_losses(model, ecg, ids, mask, labels, aligned, generator=torch.Generator().manual_seed(1))
+    sig, out2 = pretraining_losses(model, ecg, ids, mask, labels, aligned, generator=torch.Generator().manual_seed(1),
+                                   ets_scale=10.0, ets_bias=-10.0)
+    assert torch.equal(out.uni_ecg, out2.uni_ecg) and torch.equal(out.uni_text, out2.uni_text)
+    assert torch.allclose(ref.ets, ets_loss(out.uni_ecg, out.uni_text, aligned))
+    logits = 10.0 * out.uni_ecg @ out.uni_text.T - 10.0
+    target = -torch.ones_like(logits)
+    target[range(3), range(3)] = 2 * aligned.float() - 1
+    assert torch.allclose(sig.ets, -torch.nn.functional.logsigmoid(target * logits).mean())
+    assert not torch.allclose(sig.ets, ref.ets)
+    # a run records the values it used (metrics and checkpoint)
+    out = tmp_path / "run"
+    pretrain(tiny_cfg(out, arch=tiny_arch, manifest=str(manifest), max_steps=1, batch_size=4,
+                      ets_scale=10.0, ets_bias=-10.0))
+    start = metrics(out)[0]
+    assert (start["ets_scale"], start["ets_bias"]) == (10.0, -10.0)
+    ckpt = read_training_checkpoint(list_checkpoints(out / "checkpoints")[-1][1])
+    assert (ckpt["config"]["ets_scale"], ckpt["config"]["ets_bias"]) == (10.0, -10.0)

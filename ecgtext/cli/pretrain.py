@@ -79,6 +79,12 @@ def command(
     lead_masking: Annotated[Optional[float], typer.Option("--lead-masking", rich_help_panel=OBJ,
                                                           help="Probability of zeroing each lead [model config: "
                                                                "0.5].")] = None,
+    ets_scale: Annotated[Optional[float], typer.Option("--ets-scale", rich_help_panel=OBJ,
+                                                       help="Scale of the ETS logits (default: 1, the "
+                                                            "reference; SigLIP: 10).")] = None,
+    ets_bias: Annotated[Optional[float], typer.Option("--ets-bias", rich_help_panel=OBJ,
+                                                      help="Bias of the ETS logits (default: none, the "
+                                                           "reference; SigLIP: -10).")] = None,
     crop: Annotated[Optional[str], typer.Option("--crop", rich_help_panel=OBJ,
                                                 help="Window of long records: random or first.")] = None,
     n3s_k: Annotated[Optional[int], typer.Option("--n3s-k", rich_help_panel=OBJ,
@@ -119,7 +125,7 @@ def command(
         precision=precision, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps,
         max_epochs=max_epochs, stop_at_step=stop_at_step, lr=lr, warmup_steps=warmup_steps, schedule=schedule,
         weight_decay=weight_decay, clip_grad=clip_grad, seed=seed, mlm_prob=mlm_prob, lead_masking=lead_masking,
-        crop=crop, n3s_k=n3s_k, n3s_fraction=n3s_fraction, n3s_encoder=n3s_encoder, num_workers=num_workers,
+        crop=crop, ets_scale=ets_scale, ets_bias=ets_bias, n3s_k=n3s_k, n3s_fraction=n3s_fraction, n3s_encoder=n3s_encoder, num_workers=num_workers,
         save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every)
     if manifest is not None and dataset is None:
         overrides["dataset"] = "manifest"

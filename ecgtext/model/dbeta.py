@@ -260,14 +260,16 @@ class DBeta(nn.Module):
 def pretraining_losses(model: DBeta, ecg: torch.Tensor, input_ids: torch.Tensor,
                        attention_mask: torch.Tensor, mlm_labels: torch.Tensor, is_aligned: torch.Tensor,
                        noise: torch.Tensor | None = None, norm_pix: bool = False,
-                       generator: torch.Generator | None = None, gather_text=None):
+                       generator: torch.Generator | None = None, gather_text=None,
+                       ets_scale: float = 1.0, ets_bias: float | None = None):
     """The pretraining forward: fused, masked pass and the four losses.
 
     ecg (B, in_d, N) mV; input_ids / attention_mask / mlm_labels (B, L) (the ids
     already carry the MLM corruption; labels -100 where not predicted);
     is_aligned (B,) 1 = true pair, 0 = replaced report. ``noise`` (B, T) fixes the
     ECG masking. ``gather_text(uni_text, uni_ecg) -> (text_all, offset)`` lets the
-    ETS loss see the global batch when distributed.
+    ETS loss see the global batch when distributed. ``ets_scale`` / ``ets_bias`` shape the
+    ETS logits (the reference: 1 and none).
     Returns (LossParts, FusedOutput); ``parts.total`` is the unweighted sum.
     """
     from . import losses as L
@@ -280,6 +282,6 @@ def pretraining_losses(model: DBeta, ecg: torch.Tensor, input_ids: torch.Tensor,
         mlm=L.mlm_loss(out.mlm_logits, mlm_labels),
         mem=L.mem_loss(out.mem_logits, ecg, out.mem_mask, norm_pix=norm_pix),
         etm=L.etm_loss(out.etm_logits, is_aligned),
-        ets=L.ets_loss(out.uni_ecg, text_all, is_aligned),
+        ets=L.ets_loss(out.uni_ecg, text_all, is_aligned, scale=ets_scale, bias=ets_bias),
     )
     return parts, out

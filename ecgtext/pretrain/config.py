@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,10 @@ class TrainConfig:
     mlm_strategy: str = "bert"
     mlm_mask_token: str = "<extra_id_0>"
     norm_pix: bool = False
+    # ETS logits = ets_scale * <ecg, text> + ets_bias. The reference's 1 / none is the default;
+    # SigLIP's 10 / -10 keep short runs from collapsing the ECG features (docs/results.md)
+    ets_scale: float = 1.0
+    ets_bias: float | None = None
     n3s_fraction: float = 0.5
     n3s_k: int = 64
     n3s_encoder: str = "auto"
@@ -108,6 +113,8 @@ class TrainConfig:
         need(self.clip_grad is None or self.clip_grad >= 0, "clip_grad must be >= 0 (0 or null = off)")
         need(self.lead_masking is None or 0 <= self.lead_masking < 1, "lead_masking must be in [0, 1)")
         need(0 < self.mlm_prob < 1, "mlm_prob must be in (0, 1)")
+        need(math.isfinite(self.ets_scale) and self.ets_scale > 0, "ets_scale must be a positive number")
+        need(self.ets_bias is None or math.isfinite(self.ets_bias), "ets_bias must be a number or null")
         need(0 <= self.n3s_fraction <= 1, "n3s_fraction must be in [0, 1]")
         need(self.n3s_k >= 1 and self.n3s_dim >= 2, "n3s_k must be >= 1 and n3s_dim >= 2")
         need(self.num_workers >= 0, "num_workers must be >= 0")

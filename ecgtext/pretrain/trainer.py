@@ -160,7 +160,7 @@ class Trainer:
         for p in model.parameters():
             p.requires_grad_(True)
         gather = make_gather_text(d) if d.enabled else None
-        objective = Objective(model, gather, cfg.norm_pix)
+        objective = Objective(model, gather, cfg.norm_pix, cfg.ets_scale, cfg.ets_bias)
         if d.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -274,6 +274,7 @@ class Trainer:
             "n3s_encoder": self.n3s.index.encoder if self.n3s else None,
             "n3s_reports": len(self.n3s.index) if self.n3s else 0,
             "resumed_from": str(self.resume_from) if self.resume_from else None,
+            "ets_scale": cfg.ets_scale, "ets_bias": cfg.ets_bias,
         }
         rep.record(info)
         rep.say(f"pretrain: {len(ps.pairs)} pairs from {ps.source}; skipped {ps.n_empty} empty report(s) and "
