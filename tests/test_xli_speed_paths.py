@@ -254,6 +254,15 @@ def test_random_bytes_decode_or_fail_as_before(raws, starts):
 
 
 @SETTINGS
+@given(st.lists(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2**16)), max_size=300), min_size=6, max_size=8),
+       st.booleans())
+def test_damaged_payloads_fail_as_before(draws, end):
+    """Random code streams, some not decodable: the same first error as lead by lead, or the same counts."""
+    payload = _payload([_pack(_codes_from(d, damaged=True), end) for d in draws], [0] * len(draws))
+    _assert_same(_outcome(xli.decode_xli, payload, 6), _outcome(_ref_decode, payload, 6))
+
+
+@SETTINGS
 @given(st.integers(2, 300), st.integers(1, 6), st.integers(0, 2**32 - 1))
 def test_rows_pass_equals_lead_by_lead(half, n_leads, seed):
     rng = np.random.default_rng(seed)
@@ -290,3 +299,8 @@ def test_damage_messages_come_from_the_first_damaged_lead_in_order():
         "error", "a lead decodes to 1 value(s); at least 2 needed")
     payload = _payload([_pack([300], end=False)] + [good] * 5, [0] * 6)
     assert _outcome(xli.decode_xli, payload, 6) == ("error", "LZW stream starts with code 300, not a literal")
+
+
+def test_empty_streams_anywhere():
+    assert _expand([[], [1, 2, 256], [], [3]]) == (b"\x01\x02\x01\x02\x03", [0, 4, 0, 1])
+    assert _expand([[], []]) == (b"", [0, 0])

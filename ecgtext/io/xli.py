@@ -5,11 +5,12 @@ anything this module does not handle) decodes XLI one byte per Python call,
 ~0.2 s per 12-lead file — 4 records/s/core where a GPU needs hundreds.
 This decoder gives bit-identical counts, which the tests check on every Philips
 file we have, on damaged streams and on random streams, ~90× faster: 1.9 ms per
-12-lead file against 174 ms for ``sierraecg.xli.xli_decode`` of the same payload
-(thread CPU time, minimum of 40 rounds, the three reference Philips files, a
-2-core AMD EPYC with AVX2; median 2.8 ms; ``sierraecg`` also decodes the small
-unlabelled extra chunks). The previous version of this module, a Python loop
-building each lead's LZW dictionary, took 3.8 ms (median 5.6 ms) in the same run.
+12-lead file against 175-185 ms for ``sierraecg.xli.xli_decode`` of the same
+payload (thread CPU time, minimum of 40 rounds, the three reference Philips
+files, a 2-core AMD EPYC with AVX2, two runs; medians 2.2-2.8 ms; ``sierraecg``
+also decodes the small unlabelled extra chunks). The previous version of this
+module, a Python loop building each lead's LZW dictionary, took 3.6-3.8 ms
+(medians 4.1-5.6 ms) in the same runs.
 
 The format, as ``sierraecg`` 0.4.0 (``xli.py``, ``lzw.py``, ``lib.py``) decodes it:
 
@@ -269,7 +270,8 @@ def lzw_expand(codes: np.ndarray, counts: list[int], prefix: np.ndarray) -> tupl
     length += 1
     start = np.cumsum(length, dtype=np.int32 if codes.size < 2**21 else np.int64)  # a code: <= 768 bytes
     total = int(start[-1])
-    lengths = np.diff(np.concatenate(([0], start))[np.cumsum([0, *counts])]).tolist()
+    done = np.cumsum(counts)  # codes up to each stream's end; its last code ends its output
+    lengths = np.diff(np.where(done > 0, start[np.maximum(done - 1, 0)], 0), prepend=0).tolist()
     start -= length
     distance = start[prefix]
     np.subtract(start, distance, out=distance)  # 0 for a literal
