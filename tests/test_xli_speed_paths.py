@@ -3,7 +3,7 @@
 ``decode_xli`` decodes all leads at once (LZW turned into a DEFLATE stream for
 zlib, second differences of all leads in one int32 pass). Here random streams,
 valid and damaged, go through it and through the previous lead-by-lead decoder
-(kept below verbatim as the reference): same int16 counts, or the same error
+(kept below as the reference, constants written out): same int16 counts, or the same error
 message. Valid streams are also checked against ``sierraecg``'s own LZW decoder.
 """
 
@@ -20,7 +20,7 @@ from ecgtext.io.xli import XliError
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-# ---- the reference: the lead-by-lead decoder of ecgtext 0.x (sierraecg's algorithm, stricter) ----
+# ---- the reference: the previous ecgtext.io.xli, lead by lead (sierraecg's algorithm, stricter) ----
 
 def _ref_codes(chunk: bytes) -> list[int]:
     n = len(chunk) * 8 // 10
