@@ -74,7 +74,11 @@ def iter_records(path: str | Path, options: ReadOptions | None = None) -> Iterat
     """
     options = options or ReadOptions()
     container, key = split_key(_text_path(path))
-    fmt = detect_format(container, options.format)
+    yield from _iter_records(str(path), container, key, detect_format(container, options.format), options)
+
+
+def _iter_records(path: str, container: str, key: str | None, fmt: str, options: ReadOptions) -> Iterator[Ecg]:
+    """:func:`iter_records` once the format is known (detected once per record, not twice)."""
     if fmt == "hdf5":
         from .hdf5_reader import iter_hdf5
         records = iter_hdf5(container, options, key)
@@ -108,7 +112,7 @@ def read_ecg(path: str | Path, options: ReadOptions | None = None) -> Ecg:
     container, key = split_key(path)
     fmt = detect_format(container, options.format)
     if fmt != "hdf5" or key is not None:
-        return next(iter_records(path, options))
+        return next(_iter_records(path, container, key, fmt, options))
     keys = list_records(container, options)
     if len(keys) != 1:
         raise FormatError(container, f"holds {len(keys)} records; read one as "
