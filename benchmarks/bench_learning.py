@@ -54,7 +54,8 @@ def cpu_info() -> str:
 
 
 def pretrain_tiny(data: Path, out: Path, budget_s: float, seed: int, window: int,
-                  ets_scale: float = 1.0, ets_bias: float | None = None) -> tuple[Path, dict]:
+                  ets_scale: float = 1.0, ets_bias: float | None = None,
+                  fixed_steps: int | None = None) -> tuple[Path, dict]:
     import pandas as pd
 
     from ecgtext.config import load_preset
@@ -74,20 +75,31 @@ def pretrain_tiny(data: Path, out: Path, budget_s: float, seed: int, window: int
                   tokenizer=str(TOKENIZER), num_workers=0, batch_size=32, lr=1e-3, seed=seed, device="cpu",
                   save_every=100_000, log_every=1, ets_scale=ets_scale, ets_bias=ets_bias)
     t0 = time.perf_counter()
-    pretrain(load_train_config(None, dict(common, out=str(out / "calib"), max_steps=3, warmup_steps=0)))
+    if fixed_steps:  # a fixed number of steps instead of a time budget: comparable between runs
+        return _run(common, out, fixed_steps, len(rows), window, ets_scale, ets_bias, step_s=None)
+    pretrain(load_train_config(None, dict(common, out=str(out / "calib"), max_steps=8, warmup_steps=0)))
     recs = [json.loads(x) for x in (out / "calib" / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["samples_per_s"] for r in recs if "samples_per_s" in r][1:]  # the first step includes warm-up
-    step_s = 32 / (sum(rates) / len(rates)) if rates else (time.perf_counter() - t0) / 3
-    steps = max(10, int(budget_s / step_s))
+    # the median of steps 3-8: the first steps also pay for start-up (allocations, caches), which
+    # made a 3-step calibration allot a 180-s budget only ~40 s of training
+    rates = sorted(r["samples_per_s"] for r in recs if "samples_per_s" in r and r.get("step", 0) >= 3)
+    step_s = 32 / rates[len(rates) // 2] if rates else (time.perf_counter() - t0) / 8
+    return _run(common, out, max(10, int(budget_s / step_s)), len(rows), window, ets_scale, ets_bias, step_s)
+
+
+def _run(common: dict, out: Path, steps: int, n_pairs: int, window: int, ets_scale: float,
+         ets_bias: float | None, step_s: float | None) -> tuple[Path, dict]:
+    from ecgtext.pretrain import load_train_config, pretrain
+
     t0 = time.perf_counter()
     model_dir = pretrain(load_train_config(None, dict(common, out=str(out / "run"), max_steps=steps,
                                                       warmup_ratio=0.05, schedule="cosine", log_every=10)))
     took = time.perf_counter() - t0
     recs = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in recs if "loss" in r]
-    info = {"ets_scale": ets_scale, "ets_bias": ets_bias, "pairs": len(rows), "steps": steps, "window": window, "batch_size": 32, "epochs": round(steps * 32 / len(rows), 1),
-            "wall_s": round(took, 1), "step_s": round(step_s, 3), "loss_first": losses[0] if losses else None,
-            "loss_last": losses[-1] if losses else None}
+    info = {"ets_scale": ets_scale, "ets_bias": ets_bias, "pairs": n_pairs, "steps": steps, "window": window,
+            "batch_size": 32, "epochs": round(steps * 32 / n_pairs, 1), "wall_s": round(took, 1),
+            "step_s": None if step_s is None else round(step_s, 3),
+            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
     return model_dir, info
 
 
@@ -142,6 +154,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--window", type=int, default=2000,
                     help="training and feature window in samples at 500 Hz (the preset's is 5000 = 10 s)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="train exactly this many steps (ignores --budget-s): comparable between runs")
     ap.add_argument("--ets-scale", type=float, default=1.0,
                     help="ETS logit scale (1 = the reference; SigLIP: 10)")
     ap.add_argument("--ets-bias", type=float, default=None,
@@ -161,7 +175,7 @@ def main() -> int:
     print(f"load average at start: {load:.1f} (other work on the machine slows every step)")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, train = pretrain_tiny(args.data, Path(tmp), args.budget_s, args.seed, args.window,
-                                         args.ets_scale, args.ets_bias)
+                                         args.ets_scale, args.ets_bias, args.steps)
         if args.keep is not None:
             import shutil
 
