@@ -14,29 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def cpu_info() -> str:
-    model, flags = platform.processor() or "?", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = " ".join(f for f in ("avx2", "avx512f", "fma", "avx512_bf16", "amx_bf16") if f in have)
-                break
-    except OSError:
-        pass
-    return f"{model}; {os.cpu_count()} logical CPUs visible; flags: {flags or '?'}"
+from _common import cpu_info  # same folder
 
 
 def synthetic(n: int, dim: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

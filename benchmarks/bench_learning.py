@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_info  # same folder
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER = REPO / "tests" / "data" / "conformance" / "dbeta-tiny"
@@ -45,12 +46,6 @@ GERMAN_SUPER = {  # phrases as they appear in PTB-XL's (German) reports
     "CD": "schenkelblock",
     "HYP": "linkshypertrophie",
 }
-
-
-def cpu_info() -> str:
-    from bench_index import cpu_info as info  # same folder
-
-    return info()
 
 
 def pretrain_tiny(data: Path, out: Path, budget_s: float, seed: int, window: int,

@@ -29,7 +29,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -37,29 +36,13 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _common import cpu_line  # noqa: E402 - same folder
 
 REPO = Path(__file__).resolve().parents[1]
 CLINICAL = Path(os.environ.get("ECGTEXT_SHARED_DATA", REPO.parent / "shared" / "data")) / "clinical"
 STANDARD = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 TINY = REPO / "tests" / "data" / "conformance" / "dbeta-tiny"
 sys.path.insert(0, str(REPO / "tests"))
-
-
-def cpu_line() -> str:
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
-                         if f in have]
-                break
-    except OSError:
-        pass
-    return f"CPU: {model} ({os.cpu_count()} logical cores; flags {' '.join(flags) or '?'}); " \
-           f"Python {platform.python_version()}"
 
 
 def ptbxl_counts() -> np.ndarray:

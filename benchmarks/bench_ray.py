@@ -26,28 +26,14 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from _common import cpu_line  # same folder
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_line() -> str:
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in have]
-                break
-    except OSError:
-        pass
-    return f"CPU: {model} ({os.cpu_count()} logical cores; flags {' '.join(flags) or '?'})"
 
 
 def records(n: int, tmp: Path) -> list[str]:
