@@ -21,7 +21,13 @@ time budget on PTB-XL folds 1-8, against the same architecture at a random initi
 
 Prints a table and writes all numbers to ``--out`` (JSON). Usage:
 
-    python benchmarks/bench_learning.py [--budget-s 180] [--data ../shared/data/ptbxl] [--out learning.json]
+    python benchmarks/bench_learning.py [--budget-s 180 | --steps 200] [--ets-scale 10 --ets-bias -10]
+        [--data ../shared/data/ptbxl] [--out learning.json]
+
+``--steps`` trains a fixed number of steps (runs comparable whatever the machine's load);
+``--ets-scale``/``--ets-bias`` set the ETS logits (default: the reference's 1 and none;
+SigLIP's 10 and -10 keep short runs from collapsing the ECG features, docs/results.md).
+The first line of the table is the ECG features' spread (0 = collapsed to one vector).
 """
 
 from __future__ import annotations
