@@ -36,3 +36,18 @@ def standard_pre():
     from ecgtext.config import PreprocessConfig
 
     return PreprocessConfig()
+
+
+def chmod_is_effective(folder: Path) -> bool:
+    """False when running as root (or on a filesystem ignoring modes): chmod 000 still reads."""
+    probe = folder / ".chmod-probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    try:
+        with open(probe):
+            return False
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o644)
+        probe.unlink()

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from io_helpers import CHAPMAN_MAT, CINC, PTBXL, base_pre
+from io_helpers import CHAPMAN_MAT, CINC, PTBXL, base_pre, chmod_is_effective
 
 from ecgtext.config import STANDARD_LEADS
 from ecgtext.errors import EcgTextError, display_path
@@ -35,20 +35,6 @@ from ecgtext.preprocess import prepare
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "conformance" / "dbeta-tiny"
 _CLASS_NAME = re.compile(r"\b\w*(Error|Exception|Traceback)\b|Errno")
-
-
-def _chmod_is_effective(folder: Path) -> bool:
-    probe = folder / ".probe"
-    probe.write_text("x")
-    probe.chmod(0)
-    try:
-        with open(probe):
-            return False
-    except PermissionError:
-        return True
-    finally:
-        probe.chmod(0o644)
-        probe.unlink()
 
 
 def _hea_lines() -> list[str]:
@@ -311,7 +297,7 @@ def build_corpus(root: Path) -> tuple[dict[str, str], list[str]]:
         bad[p] = "not a NumPy"
 
     # ---- permissions (only where chmod works, i.e. not as root) ------------------------------------
-    if _chmod_is_effective(root):
+    if chmod_is_effective(root):
         p = root / "locked.npz"
         shutil.copy(n / "good.npz", p)
         p.chmod(0)

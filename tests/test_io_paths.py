@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from io_helpers import CHAPMAN_MAT, CINC, PTBXL, shared_data
+from io_helpers import CHAPMAN_MAT, CINC, PTBXL, chmod_is_effective, shared_data
 
 from ecgtext.errors import FormatError, MissingFileError
 from ecgtext.io import expand_paths
@@ -84,23 +84,6 @@ def test_shared_ptbxl_folder_expands_to_its_records():
 
 # ---- failures reported, links followed once, duplicates by real path -------------------------
 
-def _chmod_is_effective(tmp_path) -> bool:
-    """False when running as root (or on a filesystem ignoring modes): chmod 000 still reads."""
-    import os
-
-    probe = tmp_path / "probe"
-    probe.write_text("x")
-    probe.chmod(0)
-    try:
-        with open(probe):
-            return False
-    except PermissionError:
-        return True
-    finally:
-        probe.chmod(0o644)
-        os.remove(probe)
-
-
 def test_unreadable_folder_is_a_failure_not_skipped(tree, monkeypatch):
     import os
 
@@ -130,7 +113,7 @@ def test_unreadable_files_and_folders_with_real_permissions(tree):
     from ecgtext.errors import UnreadableFileError
     from ecgtext.io import expand_inputs, read_ecg
 
-    if not _chmod_is_effective(tree):
+    if not chmod_is_effective(tree):
         pytest.skip("running as root (or modes ignored): chmod cannot make a file unreadable")
     (tree / "b").chmod(0)
     (tree / "a.npy").chmod(0)

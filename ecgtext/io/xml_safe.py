@@ -75,9 +75,10 @@ def parse_xml(path: str, max_bytes: int = MAX_XML_BYTES) -> Element:
     if root is None:
         raise FormatError(path, "not well-formed XML (no root element)")
     dtd = root.getroottree().docinfo.internalDTD
-    if dtd is not None and any(True for _ in dtd.iterentities()):
+    entity = next(iter(dtd.iterentities()), None) if dtd is not None else None
+    if entity is not None:
         # reached only by encodings the byte scan does not know (e.g. UTF-32): the guarantee
-        name = next(dtd.iterentities()).name
+        name = entity.name
         raise FormatError(path, f"XML declares the entity or external reference {name!r}; refused "
                                 "(entities are never expanded or fetched)")
     return root
